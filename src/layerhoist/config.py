@@ -60,7 +60,8 @@ class PushConfig:
     #: Retries allowed over the whole run, parts and layers together; when spent,
     #: the next retryable error fails its image instead.
     retry_budget: int = 1000
-    #: First backoff delay; attempt n waits uniform(0, min(backoff_max, backoff_initial * backoff_base**n)).
+    #: First backoff delay. Retry n waits
+    #: ``uniform(0, min(backoff_max, backoff_initial * backoff_base**n))`` (full jitter).
     backoff_initial: float = 0.2
     #: Exponential base of the backoff.
     backoff_base: float = 2.0

@@ -46,7 +46,7 @@ class SourceError(LayerhoistError):
 
 
 class ManifestError(SourceError):
-    """A manifest, index or layout file that is not valid JSON or not a valid OCI/Docker document."""
+    """A manifest, index or layout file that is not valid JSON or not a valid OCI document."""
 
 
 class BlobMissingError(SourceError):
