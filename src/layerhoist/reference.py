@@ -1,0 +1,243 @@
+"""Parse the source and destination references a user types.
+
+Sources follow skopeo's transports: ``oci:DIR[:TAG]`` and ``docker-archive:FILE[:TAG]``. As in
+skopeo, the path ends at the first ``:`` after the transport, so a path cannot contain ``:``.
+For ``docker-archive`` the part after that colon selects a ``RepoTags`` entry and may be a full
+``NAME:TAG`` (as ``skopeo copy … docker-archive:FILE:NAME:TAG`` writes it) or just the tag.
+
+Destinations are ``ecr-public:REPO[:TAG]``, ``ecr:REPO[:TAG]`` and the registry names users
+already know: ``public.ecr.aws/ALIAS/REPO[:TAG]`` and
+``ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]``.
+
+Every malformed reference raises :class:`~layerhoist.errors.UsageError` with one line that quotes
+the text at fault.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from layerhoist.errors import UsageError
+
+SourceTransport = Literal["oci", "docker-archive"]
+DestinationService = Literal["ecr-public", "ecr"]
+
+#: A tag as Docker, OCI distribution and ECR all accept it.
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+#: ECR's repository name pattern (the same for ECR Public).
+REPOSITORY_PATTERN = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
+REPOSITORY_MIN_LENGTH = 2
+REPOSITORY_MAX_LENGTH = 256
+#: ECR Public registry alias (``public.ecr.aws/ALIAS/...``).
+ALIAS_PATTERN = re.compile(r"[a-z][a-z0-9]+(?:[._-][a-z0-9]+)*")
+ALIAS_MAX_LENGTH = 50
+ECR_PUBLIC_HOST = "public.ecr.aws"
+#: ``ACCOUNT.dkr.ecr[-fips].REGION.amazonaws.com[.cn]``: the private registry host names.
+ECR_HOST_PATTERN = re.compile(
+    r"(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z0-9]+)+)"
+    r"\.amazonaws\.com(?:\.cn)?"
+)
+#: A Docker image name (optional ``host[:port]/`` then lowercase path components), used to
+#: check a ``NAME:TAG`` selector of a docker-archive source.
+DOCKER_NAME_PATTERN = re.compile(
+    r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
+
+_SOURCE_FORMS = "oci:DIR[:TAG] or docker-archive:FILE[:TAG]"
+_DESTINATION_FORMS = (
+    "ecr-public:REPO[:TAG], ecr:REPO[:TAG], public.ecr.aws/ALIAS/REPO[:TAG] "
+    "or ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]"
+)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where images come from.
+
+    ``tag`` is ``None`` for "every tagged image". For ``oci`` it is a tag (a
+    ``org.opencontainers.image.ref.name``); for ``docker-archive`` it selects a ``RepoTags``
+    entry, either ``NAME:TAG`` or just the tag.
+    """
+
+    transport: SourceTransport
+    path: Path
+    tag: str | None
+
+    def __str__(self) -> str:
+        suffix = f":{self.tag}" if self.tag is not None else ""
+        return f"{self.transport}:{self.path}{suffix}"
+
+
+@dataclass(frozen=True)
+class DestinationRef:
+    """Where images go: a repository of ECR Public or ECR, with an optional tag.
+
+    ``registry_id`` and ``region`` come from an ``ACCOUNT.dkr.ecr.REGION.amazonaws.com`` host
+    name, ``alias`` from ``public.ecr.aws/ALIAS/``; all are ``None`` for the ``ecr:`` and
+    ``ecr-public:`` forms, where options and the AWS configuration decide.
+    """
+
+    service: DestinationService
+    repository: str
+    tag: str | None
+    registry_id: str | None = None
+    region: str | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        suffix = f":{self.tag}" if self.tag is not None else ""
+        if self.alias is not None:
+            return f"{ECR_PUBLIC_HOST}/{self.alias}/{self.repository}{suffix}"
+        if self.registry_id is not None and self.region is not None:
+            host = f"{self.registry_id}.dkr.ecr.{self.region}.amazonaws.com"
+            return f"{host}/{self.repository}{suffix}"
+        return f"{self.service}:{self.repository}{suffix}"
+
+
+def is_valid_tag(text: str) -> bool:
+    """Whether ``text`` is a tag Docker, OCI registries and ECR all accept."""
+    return TAG_PATTERN.fullmatch(text) is not None
+
+
+def split_name_tag(text: str) -> tuple[str | None, str]:
+    """Split a docker-archive selector into ``(NAME, TAG)``; ``NAME`` is ``None`` for a bare tag.
+
+    The tag is what follows the last ``:`` that comes after the last ``/`` (so a registry port
+    such as ``localhost:5000/app`` is part of the name).
+    """
+    slash = text.rfind("/")
+    colon = text.rfind(":")
+    if colon <= slash:
+        return None, text
+    return text[:colon], text[colon + 1 :]
+
+
+def parse_source(text: str) -> SourceRef:
+    """Parse ``oci:DIR[:TAG]`` or ``docker-archive:FILE[:TAG]``."""
+    name, sep, rest = text.partition(":")
+    if not sep:
+        raise UsageError(f"source {text!r} has no transport: expected {_SOURCE_FORMS}")
+    transport: SourceTransport
+    if name == "oci":
+        transport = "oci"
+    elif name == "docker-archive":
+        transport = "docker-archive"
+    else:
+        raise UsageError(f"unknown source transport {name!r} in {text!r}: expected {_SOURCE_FORMS}")
+    path_text, has_tag, tag = rest.partition(":")
+    if not path_text:
+        raise UsageError(f"source {text!r} has an empty path: expected {_SOURCE_FORMS}")
+    if not has_tag:
+        return SourceRef(transport, Path(path_text), None)
+    if transport == "oci":
+        _check_source_tag(tag, text)
+    else:
+        _check_archive_selector(tag, text)
+    return SourceRef(transport, Path(path_text), tag)
+
+
+def _check_source_tag(tag: str, text: str) -> None:
+    if "@" in tag:
+        raise UsageError(f"source {text!r} names a digest: select the image by tag")
+    if not is_valid_tag(tag):
+        raise UsageError(
+            f"invalid tag {tag!r} in source {text!r}: a tag is 1-128 letters, digits, '_', '.' "
+            "or '-' (no '/' or ':'), not starting with '.' or '-'"
+        )
+
+
+def _check_archive_selector(selector: str, text: str) -> None:
+    if selector.startswith("@"):
+        raise UsageError(
+            f"source {text!r} selects an image by index: select it by tag (NAME:TAG or TAG)"
+        )
+    name, tag = split_name_tag(selector)
+    if name is not None and DOCKER_NAME_PATTERN.fullmatch(name) is None:
+        raise UsageError(f"invalid image name {name!r} in source {text!r}")
+    _check_source_tag(tag, text)
+
+
+def parse_destination(text: str) -> DestinationRef:
+    """Parse one of the four destination forms (see the module docstring)."""
+    if "@" in text:
+        raise UsageError(
+            f"destination {text!r} names a digest: layerhoist pushes to a repository and tag"
+        )
+    if text.startswith("ecr-public:"):
+        repository, tag = _split_repository_tag(text.removeprefix("ecr-public:"), text)
+        return DestinationRef("ecr-public", repository, tag)
+    if text.startswith("ecr:"):
+        repository, tag = _split_repository_tag(text.removeprefix("ecr:"), text)
+        return DestinationRef("ecr", repository, tag)
+    host, slash, path = text.partition("/")
+    if host == ECR_PUBLIC_HOST:
+        alias, slash, path = path.partition("/")
+        if not slash:
+            raise UsageError(
+                f"destination {text!r} lacks a repository: expected "
+                f"{ECR_PUBLIC_HOST}/ALIAS/REPO[:TAG]"
+            )
+        _check_alias(alias, text)
+        repository, tag = _split_repository_tag(path, text)
+        return DestinationRef("ecr-public", repository, tag, alias=alias)
+    host_match = ECR_HOST_PATTERN.fullmatch(host)
+    if host_match is not None:
+        if not slash:
+            raise UsageError(f"destination {text!r} lacks a repository after the host name")
+        repository, tag = _split_repository_tag(path, text)
+        return DestinationRef(
+            "ecr",
+            repository,
+            tag,
+            registry_id=host_match["account"],
+            region=host_match["region"],
+        )
+    if "://" in text:
+        raise UsageError(f"unsupported destination {text!r}: expected {_DESTINATION_FORMS}")
+    if slash and ("." in host or ":" in host or host == "localhost"):
+        raise UsageError(
+            f"destination host {host!r} in {text!r} is not an ECR registry: expected "
+            f"{_DESTINATION_FORMS} (use ecr:/ecr-public: with --endpoint-url for other endpoints)"
+        )
+    raise UsageError(f"unrecognised destination {text!r}: expected {_DESTINATION_FORMS}")
+
+
+def _split_repository_tag(text: str, whole: str) -> tuple[str, str | None]:
+    repository, has_tag, tag = text.partition(":")
+    if has_tag:
+        if ":" in tag:
+            raise UsageError(f"destination {whole!r} has more than one ':' after the repository")
+        if not is_valid_tag(tag):
+            raise UsageError(
+                f"invalid tag {tag!r} in destination {whole!r}: a tag is 1-128 letters, digits, "
+                "'_', '.' or '-', not starting with '.' or '-'"
+            )
+    _check_repository(repository, whole)
+    return repository, (tag if has_tag else None)
+
+
+def _check_repository(repository: str, whole: str) -> None:
+    if not repository:
+        raise UsageError(f"destination {whole!r} has an empty repository name")
+    if not REPOSITORY_MIN_LENGTH <= len(repository) <= REPOSITORY_MAX_LENGTH:
+        raise UsageError(
+            f"repository {repository!r} in {whole!r} must be {REPOSITORY_MIN_LENGTH}-"
+            f"{REPOSITORY_MAX_LENGTH} characters long"
+        )
+    if REPOSITORY_PATTERN.fullmatch(repository) is None:
+        raise UsageError(
+            f"invalid repository {repository!r} in {whole!r}: use lowercase letters and digits "
+            "separated by '.', '_', '-' or '/'"
+        )
+
+
+def _check_alias(alias: str, whole: str) -> None:
+    if len(alias) > ALIAS_MAX_LENGTH or ALIAS_PATTERN.fullmatch(alias) is None:
+        raise UsageError(
+            f"invalid registry alias {alias!r} in {whole!r}: 2-{ALIAS_MAX_LENGTH} lowercase "
+            "letters and digits, starting with a letter"
+        )
