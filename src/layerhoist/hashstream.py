@@ -1,0 +1,213 @@
+"""The chunk-and-hash stream: a blob's bytes cut into upload parts in one pass.
+
+Each part is read from the source once, and in that same pass it is added to the
+blob's sha256 (the OCI digest the destination will recompute), given an xxh3
+fingerprint (cheap, recorded so a re-read for a retry can prove the source did not
+change) and base64-encoded for ECR's JSON API. The raw bytes are dropped right
+after: only the encoded part waits for the wire.
+
+:class:`PartReader` reads ahead: while part *n* is being uploaded, part *n+1* is
+read and hashed in a worker thread, so the network and the CPU overlap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import anyio
+import pybase64
+import xxhash
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from layerhoist.budget import ByteBudget, Lease
+from layerhoist.errors import CorruptBlobError, SourceChangedError
+
+#: Base64 makes 3 bytes into 4: what an encoded part costs relative to its raw size.
+BASE64_EXPANSION = 4 / 3
+
+
+@dataclass(slots=True)
+class Part:
+    """One part of a blob, ready to send: where it sits in the blob and its encoded bytes."""
+
+    index: int
+    first_byte: int
+    size: int
+    xxh3: int
+    #: The part's bytes, base64-encoded (what ECR's UploadLayerPart carries).
+    encoded: bytes
+    #: Memory held for this part; released once its upload is answered.
+    lease: Lease
+
+    @property
+    def last_byte(self) -> int:
+        """Inclusive offset of the part's last byte (ECR ranges are inclusive)."""
+        return self.first_byte + self.size - 1
+
+
+def part_cost(part_size: int) -> int:
+    """Bytes one part holds at its peak: the raw read plus its base64 encoding."""
+    return int(part_size * (1 + BASE64_EXPANSION))
+
+
+def _digest_part(sha256: hashlib._Hash, data: bytes) -> tuple[int, bytes]:
+    sha256.update(data)
+    return xxhash.xxh3_64_intdigest(data), pybase64.b64encode(data)
+
+
+class PartReader:
+    """Reads a blob as parts of ``part_size`` bytes, hashing as it goes, with read-ahead.
+
+    Use as an async context manager and iterate :meth:`parts`. After the last part,
+    :attr:`digest`, :attr:`size` and :attr:`fingerprints` describe what was read and
+    :meth:`verify` checks them against what the manifest promised.
+
+    ``expected_fingerprints`` are the xxh3 values of an earlier read of the same blob:
+    a part that hashes differently means the source changed underneath us, which is
+    fatal (:class:`SourceChangedError`) rather than something to retry forever.
+    """
+
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        digest: str,
+        part_size: int,
+        budget: ByteBudget,
+        read_ahead: int,
+        thread_threshold: int,
+        expected_fingerprints: Sequence[int] = (),
+    ) -> None:
+        self._chunks = chunks
+        self._expected_digest = digest
+        self._part_size = part_size
+        self._budget = budget
+        self._read_ahead = read_ahead
+        self._thread_threshold = thread_threshold
+        self._expected = expected_fingerprints
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+        self.fingerprints: list[int] = []
+        self._task_group: TaskGroup | None = None
+        # A failure while reading ends the stream and is raised to the consumer, so
+        # it surfaces as itself rather than wrapped in the task group's ExceptionGroup.
+        self._error: Exception | None = None
+        self._receive: MemoryObjectReceiveStream[Part] | None = None
+
+    @property
+    def digest(self) -> str:
+        """The sha256 digest of the bytes read so far, in OCI form."""
+        return "sha256:" + self._sha256.hexdigest()
+
+    async def __aenter__(self) -> Self:
+        send, receive = anyio.create_memory_object_stream[Part](self._read_ahead)
+        self._receive = receive
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._task_group.start_soon(self._produce, send)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._task_group is not None and self._receive is not None
+        if exc is not None:
+            self._task_group.cancel_scope.cancel()
+        # Parts still buffered were charged to the budget: hand their bytes back.
+        for part in _drain(self._receive):
+            part.lease.release()
+        self._receive.close()
+        # The producer reports its own failures through parts(), and was cancelled
+        # above if the caller failed: the caller's exception propagates as itself
+        # instead of wrapped in the task group's ExceptionGroup.
+        await self._task_group.__aexit__(None, None, None)
+        return None
+
+    async def parts(self) -> AsyncIterator[Part]:
+        """Yield the parts in order; the caller releases each part's lease when done."""
+        assert self._receive is not None
+        async for part in self._receive:
+            yield part
+        if self._error is not None:
+            raise self._error
+
+    async def _produce(self, send: MemoryObjectSendStream[Part]) -> None:
+        async with send:
+            pending = bytearray()
+            index = 0
+            lease = await self._budget.acquire(part_cost(self._part_size))
+            try:
+                async for chunk in self._chunks:
+                    if not pending and len(chunk) == self._part_size:
+                        await self._emit(send, index, chunk, lease)
+                        index += 1
+                        lease = await self._budget.acquire(part_cost(self._part_size))
+                        continue
+                    pending += chunk
+                    while len(pending) >= self._part_size:
+                        data = bytes(pending[: self._part_size])
+                        del pending[: self._part_size]
+                        await self._emit(send, index, data, lease)
+                        index += 1
+                        lease = await self._budget.acquire(part_cost(self._part_size))
+                if pending or index == 0:
+                    await self._emit(send, index, bytes(pending), lease)
+                else:
+                    lease.release()
+            except Exception as exc:
+                lease.release()
+                self._error = exc
+            except BaseException:
+                lease.release()
+                raise
+
+    async def _emit(
+        self, send: MemoryObjectSendStream[Part], index: int, data: bytes, lease: Lease
+    ) -> None:
+        if len(data) >= self._thread_threshold:
+            fingerprint, encoded = await anyio.to_thread.run_sync(_digest_part, self._sha256, data)
+        else:
+            fingerprint, encoded = _digest_part(self._sha256, data)
+        if index < len(self._expected) and self._expected[index] != fingerprint:
+            raise SourceChangedError(
+                f"{self._expected_digest}: part {index + 1} read differently than on the "
+                "previous attempt; the source changed while it was being pushed",
+                digest=self._expected_digest,
+            )
+        part = Part(
+            index=index,
+            first_byte=self.size,
+            size=len(data),
+            xxh3=fingerprint,
+            encoded=encoded,
+            lease=lease,
+        )
+        self.size += len(data)
+        self.fingerprints.append(fingerprint)
+        await send.send(part)
+
+    def verify(self, *, expected_size: int) -> None:
+        """Raise :class:`CorruptBlobError` unless what was read matches the manifest."""
+        if self.digest != self._expected_digest or self.size != expected_size:
+            raise CorruptBlobError(
+                f"source blob {self._expected_digest} is corrupt: its {self.size} bytes "
+                f"hash to {self.digest} (the manifest promises {expected_size} bytes)",
+                digest=self._expected_digest,
+            )
+
+
+def _drain(receive: MemoryObjectReceiveStream[Part]) -> list[Part]:
+    parts: list[Part] = []
+    while True:
+        try:
+            parts.append(receive.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+            return parts
