@@ -1,0 +1,146 @@
+"""``python -m layerhoist.registry`` / ``layerhoist serve``: run the embedded registry.
+
+Prints exactly one line, ``listening on http://HOST:PORT``, to stdout once the
+registry accepts requests, then serves until SIGINT or SIGTERM and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+
+from layerhoist.registry.server import EmbeddedRegistry
+from layerhoist.registry.settings import RegistrySettings
+from layerhoist.registry.simulation import QUOTA_PROFILES, SimulationSettings, parse_rate
+
+_SIZE_RE = re.compile(r"\s*(\d+)\s*([kKmMgG]i?)?[bB]?\s*")
+_SIZE_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+}
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size such as ``10MiB``, ``5MB`` or ``1048576``; ``ValueError`` on junk."""
+    match = _SIZE_RE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (try 10MiB or 5242880)")
+    return int(match[1]) * _SIZE_UNITS[(match[2] or "").lower()]
+
+
+def _credentials(pairs: list[str] | None) -> Mapping[str, str] | None:
+    if not pairs:
+        return None
+    result = {}
+    for pair in pairs:
+        key, sep, secret = pair.partition(":")
+        if not sep or not key or not secret:
+            raise ValueError(f"credentials must look like AKID:SECRET, not {pair!r}")
+        result[key] = secret
+    return result
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the registry's options to ``parser``."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where blobs and the catalog live (default: a temporary directory, removed at exit)",
+    )
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to each request")
+    parser.add_argument("--bandwidth", help="per-connection rate, e.g. 25MB/s or 200Mbit/s")
+    parser.add_argument(
+        "--quotas", choices=sorted(QUOTA_PROFILES), help="apply a published request-rate profile"
+    )
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of HTTP 500 answers")
+    parser.add_argument("--drop-rate", type=float, default=0.0, help="share of dropped requests")
+    parser.add_argument("--corrupt-rate", type=float, default=0.0, help="share of corrupted parts")
+    parser.add_argument("--upload-expiry", type=float, help="seconds an idle upload id lives")
+    parser.add_argument("--seed", type=int, help="makes every simulated decision repeatable")
+    parser.add_argument(
+        "--credentials",
+        action="append",
+        metavar="AKID:SECRET",
+        help="require SigV4 signatures by these credentials (repeatable)",
+    )
+    parser.add_argument("--part-size", help="partSize InitiateLayerUpload answers (e.g. 10MiB)")
+    parser.add_argument("--min-part-size", help="smallest non-final part (default 5MiB)")
+    parser.add_argument("--max-part-size", help="largest part accepted (default 20MiB)")
+
+
+def settings_from_args(args: argparse.Namespace, data_dir: Path) -> RegistrySettings:
+    """The registry settings the parsed options describe; ``ValueError`` when invalid."""
+    simulation = SimulationSettings(
+        latency_ms=args.latency_ms,
+        bandwidth=None if args.bandwidth is None else parse_rate(args.bandwidth),
+        quotas=QUOTA_PROFILES[args.quotas] if args.quotas else {},
+        fault_rate=args.fault_rate,
+        drop_rate=args.drop_rate,
+        corrupt_rate=args.corrupt_rate,
+        upload_expiry=args.upload_expiry,
+        seed=args.seed,
+    )
+    sizes = {
+        name: parse_size(value)
+        for name in ("part_size", "min_part_size", "max_part_size")
+        if (value := getattr(args, name)) is not None
+    }
+    return RegistrySettings(
+        data_dir=data_dir,
+        host=args.host,
+        port=args.port,
+        simulation=simulation,
+        credentials=_credentials(args.credentials),
+    ).replace(**sizes)
+
+
+async def serve(settings: RegistrySettings) -> None:
+    """Run the registry until SIGINT or SIGTERM."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with EmbeddedRegistry(settings) as registry:
+            print(f"listening on {registry.endpoint_url}", flush=True)
+            async for _ in signals:
+                break
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve as ``args`` say; the process exit code."""
+    with tempfile.TemporaryDirectory(prefix="layerhoist-registry-") as scratch:
+        data_dir = args.data_dir if args.data_dir is not None else Path(scratch)
+        try:
+            settings = settings_from_args(args, data_dir)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+        try:
+            anyio.run(serve, settings, backend="asyncio")
+        except OSError as error:
+            print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+            return EXIT_FAILURE
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m layerhoist.registry``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m layerhoist.registry",
+        description="Run the embedded ECR / ECR Public compatible registry.",
+    )
+    configure_parser(parser)
+    return run(parser.parse_args(argv))

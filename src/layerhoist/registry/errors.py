@@ -1,0 +1,92 @@
+"""The refusals of the embedded registry, in the wire shape of each API it speaks.
+
+::
+
+    EcrError    an ECR / ECR Public JSON 1.1 error: ``{"__type": code, "message": ...}``
+                plus any extra modeled fields (``lastValidByteReceived``…); botocore maps
+                ``__type`` to the modeled exception class (``client.exceptions.<code>``)
+    OciError    an OCI distribution error: ``{"errors": [{"code", "message", "detail"}]}``
+
+Handlers raise these; the server turns them into responses, so a refusal never
+escapes as a traceback and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from http import HTTPStatus
+
+
+class Code(StrEnum):
+    """Error codes of the ECR and ECR Public services that the registry answers with."""
+
+    EMPTY_UPLOAD = "EmptyUploadException"
+    IMAGE_ALREADY_EXISTS = "ImageAlreadyExistsException"
+    IMAGE_DIGEST_DOES_NOT_MATCH = "ImageDigestDoesNotMatchException"
+    IMAGE_NOT_FOUND = "ImageNotFoundException"
+    IMAGE_TAG_ALREADY_EXISTS = "ImageTagAlreadyExistsException"
+    INVALID_LAYER = "InvalidLayerException"
+    INVALID_LAYER_PART = "InvalidLayerPartException"
+    INVALID_PARAMETER = "InvalidParameterException"
+    LAYER_ALREADY_EXISTS = "LayerAlreadyExistsException"
+    LAYER_PART_TOO_SMALL = "LayerPartTooSmallException"
+    LAYERS_NOT_FOUND = "LayersNotFoundException"
+    REFERENCED_IMAGES_NOT_FOUND = "ReferencedImagesNotFoundException"
+    REGISTRY_NOT_FOUND = "RegistryNotFoundException"
+    REPOSITORY_ALREADY_EXISTS = "RepositoryAlreadyExistsException"
+    REPOSITORY_NOT_EMPTY = "RepositoryNotEmptyException"
+    REPOSITORY_NOT_FOUND = "RepositoryNotFoundException"
+    SERIALIZATION = "SerializationException"
+    SERVER = "ServerException"
+    THROTTLING = "ThrottlingException"
+    UNKNOWN_OPERATION = "UnknownOperationException"
+    UPLOAD_NOT_FOUND = "UploadNotFoundException"
+
+
+class EcrError(Exception):
+    """A refusal of the ECR JSON API; ``fields`` are extra modeled members of the error shape."""
+
+    def __init__(
+        self,
+        code: Code | str,
+        message: str,
+        *,
+        status: int = HTTPStatus.BAD_REQUEST,
+        fields: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = str(code)
+        self.message = message
+        self.status = status
+        self.fields: Mapping[str, object] = dict(fields or {})
+
+    def body(self) -> dict[str, object]:
+        """The JSON document of the response."""
+        return {"__type": self.code, "message": self.message, **self.fields}
+
+
+class OciCode(StrEnum):
+    """Error codes of the OCI distribution specification used by the read side."""
+
+    BLOB_UNKNOWN = "BLOB_UNKNOWN"
+    DIGEST_INVALID = "DIGEST_INVALID"
+    MANIFEST_UNKNOWN = "MANIFEST_UNKNOWN"
+    NAME_INVALID = "NAME_INVALID"
+    NAME_UNKNOWN = "NAME_UNKNOWN"
+    PAGINATION_NUMBER_INVALID = "PAGINATION_NUMBER_INVALID"
+    UNSUPPORTED = "UNSUPPORTED"
+
+
+class OciError(Exception):
+    """A refusal of the OCI distribution read side."""
+
+    def __init__(self, code: OciCode, message: str, *, status: int) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+    def body(self) -> dict[str, object]:
+        """The JSON document of the response."""
+        return {"errors": [{"code": str(self.code), "message": self.message, "detail": {}}]}

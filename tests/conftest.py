@@ -1,0 +1,198 @@
+"""Fixtures shared by the whole suite: the anyio backend, embedded registries, ECR clients, skopeo.
+
+``registry`` is an in-process :class:`EmbeddedRegistry` on a fresh data directory;
+``ecr_client(endpoint_url, service)`` opens a real aioboto3 client against any endpoint
+with dummy credentials and botocore's retries off; ``ecr`` bundles the upload and push
+sequences tests keep needing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import pytest
+from botocore.config import Config
+
+from layerhoist.registry import EmbeddedRegistry, RegistrySettings
+
+TEST_ACCESS_KEY = "test"
+TEST_SECRET_KEY = "test"
+TEST_REGION = "us-east-1"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
+RegistryFactory = Callable[..., EmbeddedRegistry]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """aiohttp (and so aiobotocore and the embedded registry) runs on asyncio only."""
+    return "asyncio"
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path) -> RegistryFactory:
+    """``make_registry(**settings)`` builds an EmbeddedRegistry (enter it with ``async with``).
+
+    The data directory defaults to one per test, so two registries made in one test
+    with no ``data_dir`` share it (the restart case).
+    """
+
+    def make(*, data_dir: Path | None = None, **changes: Any) -> EmbeddedRegistry:
+        settings = RegistrySettings(data_dir=data_dir or tmp_path / "registry", **changes)
+        return EmbeddedRegistry(settings)
+
+    return make
+
+
+@pytest.fixture
+async def registry(make_registry: RegistryFactory) -> AsyncIterator[EmbeddedRegistry]:
+    """A running in-process registry with default settings on a fresh data directory."""
+    async with make_registry() as running:
+        yield running
+
+
+@pytest.fixture
+def ecr_client() -> ClientFactory:
+    """``ecr_client(endpoint_url, service="ecr-public", **options)``: a real aioboto3 client.
+
+    Dummy credentials (override with ``aws_access_key_id``/``aws_secret_access_key``),
+    region us-east-1, botocore retries off so every refusal reaches the test.
+    """
+
+    def make(endpoint_url: str, service: str = "ecr-public", **options: Any) -> Any:
+        options.setdefault("aws_access_key_id", TEST_ACCESS_KEY)
+        options.setdefault("aws_secret_access_key", TEST_SECRET_KEY)
+        options.setdefault("config", Config(retries={"max_attempts": 1}))
+        return aioboto3.Session().client(
+            service, endpoint_url=endpoint_url, region_name=TEST_REGION, **options
+        )
+
+    return make
+
+
+@pytest.fixture
+async def public_client(
+    registry: EmbeddedRegistry, ecr_client: ClientFactory
+) -> AsyncIterator[Any]:
+    """An ``ecr-public`` client of the ``registry`` fixture."""
+    async with ecr_client(registry.endpoint_url) as client:
+        yield client
+
+
+@pytest.fixture
+def skopeo() -> str:
+    """Path of the skopeo binary; fails in CI when it is missing, skips elsewhere."""
+    path = shutil.which("skopeo")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("skopeo is required in CI (make installs it as root)")
+        pytest.skip("skopeo is not installed (apt-get install skopeo)")
+    return path
+
+
+def sha256_digest(data: bytes) -> str:
+    """The OCI digest of ``data``."""
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+@dataclass(frozen=True)
+class PushedImage:
+    """An image pushed by :meth:`EcrSequences.push_image`."""
+
+    manifest: bytes
+    digest: str
+    config: bytes
+    layers: tuple[bytes, ...]
+
+
+class EcrSequences:
+    """The ECR upload and push sequences, spelled out as a client performs them."""
+
+    async def upload_layer(
+        self, client: Any, repository: str, data: bytes, *, part_size: int
+    ) -> str:
+        """Upload ``data`` in parts of ``part_size`` bytes; returns its digest."""
+        upload = await client.initiate_layer_upload(repositoryName=repository)
+        for first in range(0, len(data), part_size):
+            part = data[first : first + part_size]
+            await client.upload_layer_part(
+                repositoryName=repository,
+                uploadId=upload["uploadId"],
+                partFirstByte=first,
+                partLastByte=first + len(part) - 1,
+                layerPartBlob=part,
+            )
+        digest = sha256_digest(data)
+        answer = await client.complete_layer_upload(
+            repositoryName=repository, uploadId=upload["uploadId"], layerDigests=[digest]
+        )
+        assert answer["layerDigest"] == digest
+        return digest
+
+    def image_manifest(self, config: bytes, layers: Sequence[bytes]) -> bytes:
+        """An OCI image manifest of ``config`` and ``layers``."""
+        document = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": OCI_CONFIG,
+                "digest": sha256_digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": OCI_LAYER, "digest": sha256_digest(layer), "size": len(layer)}
+                for layer in layers
+            ],
+        }
+        return json.dumps(document, indent=2).encode()
+
+    def image_config(self, layers: Sequence[bytes]) -> bytes:
+        """A minimal OCI image config naming ``layers`` (as uncompressed digests)."""
+        document = {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer) for layer in layers]},
+            "config": {},
+        }
+        return json.dumps(document).encode()
+
+    async def push_image(
+        self,
+        client: Any,
+        repository: str,
+        *,
+        layers: Sequence[bytes],
+        tag: str | None,
+        part_size: int,
+    ) -> PushedImage:
+        """Upload config and layers, then PutImage an OCI manifest referencing them."""
+        config = self.image_config(layers)
+        for blob in (config, *layers):
+            await self.upload_layer(client, repository, blob, part_size=part_size)
+        manifest = self.image_manifest(config, layers)
+        params: dict[str, Any] = {"repositoryName": repository, "imageManifest": manifest.decode()}
+        if tag is not None:
+            params["imageTag"] = tag
+        answer = await client.put_image(**params)
+        digest = sha256_digest(manifest)
+        assert answer["image"]["imageId"]["imageDigest"] == digest
+        return PushedImage(manifest=manifest, digest=digest, config=config, layers=tuple(layers))
+
+
+@pytest.fixture
+def ecr() -> EcrSequences:
+    """Upload and push sequences over an ECR client."""
+    return EcrSequences()
