@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-import aioboto3
 import pytest
 from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
-from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
@@ -24,11 +23,6 @@ CREDENTIALS = {ACCESS_KEY: SECRET, "AKIDOTHER0000000002": "another secret"}
 HOST = "127.0.0.1:5000"
 BODY = json.dumps({"repositoryName": "app", "layerDigests": ["sha256:" + "0" * 64]}).encode()
 MISMATCH = "The request signature we calculated does not match the signature you provided."
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def sign(
@@ -339,24 +333,22 @@ async def endpoint() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def describe(endpoint: str, service: str, *, access_key: str, secret: str) -> object:
-    session = aioboto3.Session()
-    async with session.client(
-        service,
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+async def describe(
+    ecr_client: Callable[..., Any], endpoint: str, service: str, *, access_key: str, secret: str
+) -> Any:
+    async with ecr_client(
+        endpoint, service, aws_access_key_id=access_key, aws_secret_access_key=secret
     ) as client:
         return await client.describe_repositories()
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("service", ["ecr-public", "ecr"])
-async def test_aioboto3_client_is_accepted(endpoint: str, service: str) -> None:
-    response = await describe(endpoint, service, access_key=ACCESS_KEY, secret=SECRET)
-    assert response["repositories"] == []  # type: ignore[index]
+async def test_aioboto3_client_is_accepted(
+    ecr_client: Callable[..., Any], endpoint: str, service: str
+) -> None:
+    response = await describe(ecr_client, endpoint, service, access_key=ACCESS_KEY, secret=SECRET)
+    assert response["repositories"] == []
 
 
 @pytest.mark.anyio
@@ -368,9 +360,9 @@ async def test_aioboto3_client_is_accepted(endpoint: str, service: str) -> None:
     ],
 )
 async def test_aioboto3_client_sees_the_service_errors(
-    endpoint: str, access_key: str, secret: str, code: str
+    ecr_client: Callable[..., Any], endpoint: str, access_key: str, secret: str, code: str
 ) -> None:
     with pytest.raises(ClientError) as caught:
-        await describe(endpoint, "ecr-public", access_key=access_key, secret=secret)
+        await describe(ecr_client, endpoint, "ecr-public", access_key=access_key, secret=secret)
     assert caught.value.response["Error"]["Code"] == code
     assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400

@@ -13,11 +13,6 @@ from layerhoist.registry.simulation import (
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeTime:
     """A clock that only moves when told to or when something sleeps on it."""
 
