@@ -26,6 +26,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
 import anyio
@@ -54,24 +55,30 @@ _CORRUPT_MASK = 0xFF
 #: Published default request-rate quotas (requests/second) per operation, from the ECR and
 #: ECR Public service-quota pages. For ECR Public InitiateLayerUpload one copy of the docs says
 #: 10 and another 200: the stricter value is used.
-QUOTA_PROFILES: Mapping[str, Mapping[str, float]] = {
-    "ecr-public": {
-        "BatchCheckLayerAvailability": 200.0,
-        "InitiateLayerUpload": 10.0,
-        "UploadLayerPart": 260.0,
-        "CompleteLayerUpload": 10.0,
-        "PutImage": 10.0,
-        "GetAuthorizationToken": 200.0,
-    },
-    "ecr": {
-        "BatchCheckLayerAvailability": 1000.0,
-        "InitiateLayerUpload": 100.0,
-        "UploadLayerPart": 500.0,
-        "CompleteLayerUpload": 100.0,
-        "PutImage": 10.0,
-        "GetAuthorizationToken": 500.0,
-    },
-}
+QUOTA_PROFILES: Mapping[str, Mapping[str, float]] = MappingProxyType(
+    {
+        "ecr-public": MappingProxyType(
+            {
+                "BatchCheckLayerAvailability": 200.0,
+                "InitiateLayerUpload": 10.0,
+                "UploadLayerPart": 260.0,
+                "CompleteLayerUpload": 10.0,
+                "PutImage": 10.0,
+                "GetAuthorizationToken": 200.0,
+            }
+        ),
+        "ecr": MappingProxyType(
+            {
+                "BatchCheckLayerAvailability": 1000.0,
+                "InitiateLayerUpload": 100.0,
+                "UploadLayerPart": 500.0,
+                "CompleteLayerUpload": 100.0,
+                "PutImage": 10.0,
+                "GetAuthorizationToken": 500.0,
+            }
+        ),
+    }
+)
 
 _DECIMAL_PREFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY_PREFIXES = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
