@@ -6,8 +6,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
-import shutil
 import tarfile
 import tracemalloc
 from collections.abc import Iterator
@@ -34,22 +32,6 @@ from layerhoist.synthetic import write_oci_layout
 
 LAYER_SIZE = 4096
 REF_NAME = "org.opencontainers.image.ref.name"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def skopeo() -> str:
-    """The skopeo binary; its absence fails the test in CI and skips it elsewhere."""
-    found = shutil.which("skopeo")
-    if found is None:
-        message = "skopeo is not installed"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -675,13 +657,12 @@ async def test_truncated_archive_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_skopeo_written_docker_archive(tmp_path: Path) -> None:
-    binary = skopeo()
+async def test_skopeo_written_docker_archive(tmp_path: Path, skopeo: str) -> None:
     layout = tmp_path / "layout"
     make_layout(layout, images=2, layers_per_image=3)
     archive = tmp_path / "skopeo.tar"
     await anyio.run_process(
-        [binary, "copy", "-q", f"oci:{layout}:v2", f"docker-archive:{archive}:example/app:1.0"]
+        [skopeo, "copy", "-q", f"oci:{layout}:v2", f"docker-archive:{archive}:example/app:1.0"]
     )
     expected = manifest_of(layout, "v2")
     source = open_source(parse_source(f"docker-archive:{archive}"))
