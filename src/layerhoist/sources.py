@@ -45,6 +45,7 @@ from layerhoist.image import (
     DOCKER_LAYER,
     DOCKER_MANIFEST,
     MANIFEST_TYPES,
+    SCHEMA_VERSION,
     SHA256_PREFIX,
     Descriptor,
     Image,
@@ -163,7 +164,7 @@ class _Store(ABC):
             end = position + length
             while position < end:
                 want = min(chunk_size, end - position)
-                data = await _pread_exact(fd, want, position)
+                data = await _pread_exact(fd, length=want, position=position)
                 if len(data) < want:
                     missing = end - position - len(data)
                     raise CorruptBlobError(
@@ -176,7 +177,7 @@ class _Store(ABC):
                 os.close(fd)
 
 
-async def _pread_exact(fd: int, length: int, position: int) -> bytes:
+async def _pread_exact(fd: int, *, length: int, position: int) -> bytes:
     """``length`` bytes at ``position``, fewer only at the end of the file."""
     data = await anyio.to_thread.run_sync(os.pread, fd, length, position)
     if len(data) == length or not data:
@@ -631,7 +632,7 @@ class _LegacyArchiveReader:
             layers.append({"mediaType": DOCKER_LAYER, "size": size, "digest": diff_id})
         config_digest = sha256_digest(config_raw)
         document = {
-            "schemaVersion": 2,
+            "schemaVersion": SCHEMA_VERSION,
             "mediaType": DOCKER_MANIFEST,
             "config": {
                 "mediaType": DOCKER_CONFIG,

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from layerhoist.config import MiB
-from layerhoist.image import OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST, SHA256_PREFIX
+from layerhoist.image import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    SCHEMA_VERSION,
+    SHA256_PREFIX,
+)
 
 #: Bytes produced per SHAKE call; the stream is defined in blocks of this size.
 GENERATION_BLOCK = 1 * MiB
@@ -36,6 +43,8 @@ TAR_END = 2 * TAR_BLOCK
 MIN_LAYER_SIZE = TAR_BLOCK + TAR_END
 #: Every timestamp in the generated images, so that the bytes never depend on the clock.
 CREATED = "2024-01-01T00:00:00Z"
+#: Permissions of the file inside each layer.
+LAYER_MEMBER_MODE = 0o644
 ARCHITECTURES = ("amd64", "arm64")
 SINGLE_ARCHITECTURE = "amd64"
 OCI_LAYOUT_VERSION = "1.0.0"
@@ -112,7 +121,7 @@ class _LayoutWriter:
         payload = self.layer_size - MIN_LAYER_SIZE
         header = tarfile.TarInfo(name)
         header.size = payload
-        header.mode = 0o644
+        header.mode = LAYER_MEMBER_MODE
         header.mtime = 0
         # GNU format: a single header block even for members over 8 GiB.
         header_block = header.tobuf(format=tarfile.GNU_FORMAT)
@@ -196,13 +205,14 @@ def write_oci_layout(
                 for manifest, architecture in zip(manifests, architectures, strict=True)
             ]
             index = writer.json_blob(
-                OCI_INDEX, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}
+                OCI_INDEX,
+                {"schemaVersion": SCHEMA_VERSION, "mediaType": OCI_INDEX, "manifests": children},
             )
             entries.append(index.descriptor(annotations=annotations))
         else:
             entries.append(manifests[0].descriptor(annotations=annotations))
     (path / "oci-layout").write_bytes(_encode({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
-    index_document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+    index_document = {"schemaVersion": SCHEMA_VERSION, "mediaType": OCI_INDEX, "manifests": entries}
     # Written last and atomically: a layout is complete once index.json names its images.
     temporary = path / ".index.json.partial"
     temporary.write_bytes(_encode(index_document))
@@ -259,7 +269,7 @@ def _write_image(
     return writer.json_blob(
         OCI_MANIFEST,
         {
-            "schemaVersion": 2,
+            "schemaVersion": SCHEMA_VERSION,
             "mediaType": OCI_MANIFEST,
             "config": config.descriptor(),
             "layers": [layer.descriptor() for layer in layers],
