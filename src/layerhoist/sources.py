@@ -24,6 +24,7 @@ can share one archive descriptor, and no more than one chunk of a blob is held a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -125,11 +126,8 @@ class _Store(ABC):
         """Size of the regular file ``name``, or ``None`` when there is none."""
 
     @abstractmethod
-    async def _open(self, name: str) -> tuple[int, int, bool]:
-        """``(fd, start, owned)``: a descriptor to ``pread`` and the file's first byte in it.
-
-        An ``owned`` descriptor belongs to the caller, who closes it.
-        """
+    async def pread(self, name: str, *, length: int, position: int) -> bytes:
+        """``length`` bytes of ``name`` from ``position``, fewer only where the file ends."""
 
     @abstractmethod
     async def aclose(self) -> None:
@@ -145,52 +143,52 @@ class _Store(ABC):
                 f"{self.describe(name)} is {size} bytes, more than the {MAX_DOCUMENT_SIZE} "
                 "bytes a manifest or config may have"
             )
-        pieces = [piece async for piece in self.chunks(name, digest=name, length=size)]
-        return b"".join(pieces)
+        return await self.pread(name, length=size, position=0)
 
     async def chunks(
-        self,
-        name: str,
-        *,
-        digest: str,
-        length: int,
-        offset: int = 0,
-        chunk_size: int = MAX_DOCUMENT_SIZE,
+        self, name: str, *, digest: str, length: int, offset: int, chunk_size: int
     ) -> AsyncIterator[bytes]:
-        """``length`` bytes of ``name`` from ``offset``, in chunks of exactly ``chunk_size``."""
-        fd, start, owned = await self._open(name)
-        try:
-            position = start + offset
-            end = position + length
-            while position < end:
-                want = min(chunk_size, end - position)
-                data = await _pread_exact(fd, length=want, position=position)
-                if len(data) < want:
-                    missing = end - position - len(data)
-                    raise CorruptBlobError(
-                        f"{self.describe(name)} ends {missing} bytes early", digest=digest
-                    )
-                position += want
-                yield data
-        finally:
-            if owned:
-                os.close(fd)
+        """``length`` bytes of blob ``digest`` (file ``name``) from ``offset``.
+
+        Chunks are exactly ``chunk_size`` bytes, the last one shorter. Nothing stays open
+        between chunks, so a consumer that stops early leaks nothing.
+        """
+        position = offset
+        end = offset + length
+        while position < end:
+            want = min(chunk_size, end - position)
+            data = await self.pread(name, length=want, position=position)
+            if len(data) < want:
+                missing = end - position - len(data)
+                raise CorruptBlobError(
+                    f"{self.describe(name)} ends {missing} bytes early", digest=digest
+                )
+            position += want
+            yield data
 
 
-async def _pread_exact(fd: int, *, length: int, position: int) -> bytes:
-    """``length`` bytes at ``position``, fewer only at the end of the file."""
-    data = await anyio.to_thread.run_sync(os.pread, fd, length, position)
+def _pread_full(fd: int, *, length: int, position: int) -> bytes:
+    """``length`` bytes at ``position`` (``pread`` may return less than asked: ask again)."""
+    data = os.pread(fd, length, position)
     if len(data) == length or not data:
         return data
     pieces = [data]
     received = len(data)
     while received < length:
-        more = await anyio.to_thread.run_sync(os.pread, fd, length - received, position + received)
+        more = os.pread(fd, length - received, position + received)
         if not more:
             break
         pieces.append(more)
         received += len(more)
     return b"".join(pieces)
+
+
+def _pread_file(path: Path, *, length: int, position: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return _pread_full(fd, length=length, position=position)
+    finally:
+        os.close(fd)
 
 
 class _DirectoryStore(_Store):
@@ -211,14 +209,15 @@ class _DirectoryStore(_Store):
             raise SourceError(f"{self.describe(name)}: {exc.strerror}") from exc
         return status.st_size if stat.S_ISREG(status.st_mode) else None
 
-    async def _open(self, name: str) -> tuple[int, int, bool]:
+    async def pread(self, name: str, *, length: int, position: int) -> bytes:
+        # Open per read: no descriptor outlives a chunk, whoever abandons a stream.
+        read = functools.partial(_pread_file, self.root / name, length=length, position=position)
         try:
-            fd = await anyio.to_thread.run_sync(os.open, self.root / name, os.O_RDONLY)
+            return await anyio.to_thread.run_sync(read)
         except FileNotFoundError as exc:
             raise BlobMissingError(f"{self.describe(name)} is missing") from exc
         except OSError as exc:
             raise SourceError(f"{self.describe(name)}: {exc.strerror}") from exc
-        return fd, 0, True
 
     async def aclose(self) -> None:
         """Nothing to close: each stream opens and closes its own descriptor."""
@@ -251,13 +250,18 @@ class _TarStore(_Store):
         member = self._members.get(_clean_member_name(name))
         return None if member is None else member.size
 
-    async def _open(self, name: str) -> tuple[int, int, bool]:
+    async def pread(self, name: str, *, length: int, position: int) -> bytes:
         member = self._members.get(_clean_member_name(name))
         if member is None:
             raise BlobMissingError(f"{self.describe(name)} is missing")
         if self._fd is None:
             raise SourceError(f"{self.path} was closed while still being read")
-        return self._fd, member.offset, False
+        # Never past the member's end, which is where the next member's bytes begin.
+        length = max(0, min(length, member.size - position))
+        read = functools.partial(
+            _pread_full, self._fd, length=length, position=member.offset + position
+        )
+        return await anyio.to_thread.run_sync(read)
 
     async def aclose(self) -> None:
         if self._fd is not None:
