@@ -119,3 +119,34 @@ class PushConfig:
         if self.part_size is not None:
             return wanted
         return max(self.min_part_size, min(self.max_part_size, wanted))
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "kib": KiB,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mib": MiB,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gib": GiB,
+}
+
+
+def parse_size(text: str) -> int:
+    """``'10MiB'`` -> 10485760, ``'5MB'`` -> 5000000, ``'4096'`` -> 4096; ValueError otherwise."""
+    stripped = text.strip()
+    digits = stripped.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")
+    unit = stripped[len(digits) :].strip().lower()
+    if unit not in _SIZE_UNITS or not digits:
+        raise ValueError(f"not a size: {text!r} (use e.g. 5MiB, 10MB or 4096)")
+    try:
+        number = float(digits)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use e.g. 5MiB, 10MB or 4096)") from None
+    if number < 0:
+        raise ValueError(f"not a size: {text!r} (must not be negative)")
+    return int(number * _SIZE_UNITS[unit])

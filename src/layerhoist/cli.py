@@ -1,0 +1,175 @@
+"""The ``layerhoist`` command: ``push`` images, ``serve`` the embedded registry.
+
+Exit codes: 0 success, 1 some image failed (or the run could not start), 2 usage
+error, 130 interrupted. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import anyio
+from rich.console import Console
+
+from layerhoist import __version__
+from layerhoist.config import PushConfig, parse_size
+from layerhoist.destinations import DestinationOptions
+from layerhoist.errors import LayerhoistError
+from layerhoist.pipeline import ProgressSink
+from layerhoist.progress import PlainProgress, TerminalProgress
+from layerhoist.push import push
+from layerhoist.registry import cli as registry_cli
+from layerhoist.report import PushResult
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+#: 128 + SIGINT, what shells expect of a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``layerhoist`` command."""
+    parser = _Parser(prog="layerhoist", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"layerhoist {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    defaults = PushConfig()
+    p = commands.add_parser("push", help="push images into ECR Public or ECR")
+    p.add_argument("source", help="oci:DIR[:TAG] or docker-archive:FILE[:TAG]")
+    p.add_argument(
+        "destination",
+        help="ecr-public:REPO[:TAG], ecr:REPO[:TAG], public.ecr.aws/ALIAS/REPO[:TAG] "
+        "or ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=defaults.blob_concurrency,
+        help=f"blobs uploading at once (default {defaults.blob_concurrency})",
+    )
+    p.add_argument(
+        "--part-size",
+        type=_size,
+        default=None,
+        help="part size, e.g. 10MiB (default: the service's partSize, clamped to 5-10 MiB)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=_size,
+        default=defaults.memory_budget,
+        help="layer bytes held in memory at once (default 192MiB)",
+    )
+    p.add_argument(
+        "--retry-budget",
+        type=int,
+        default=defaults.retry_budget,
+        help=f"retries allowed over the whole run (default {defaults.retry_budget})",
+    )
+    p.add_argument("--no-pacing", action="store_true", help="do not pace requests to quotas")
+    p.add_argument("--endpoint-url", help="API endpoint (e.g. the embedded registry's URL)")
+    p.add_argument("--region", help="AWS region (ECR private; ECR Public is us-east-1)")
+    p.add_argument("--profile", help="AWS profile from the shared config")
+    p.add_argument("--registry-id", help="registry (account) id")
+    p.add_argument("--create-repo", action="store_true", help="create the repository if missing")
+    p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+
+    s = commands.add_parser("serve", help="run the embedded ECR-compatible registry")
+    registry_cli.configure_parser(s)
+    return parser
+
+
+def _progress(args: argparse.Namespace, console: Console) -> ProgressSink | None:
+    if args.quiet:
+        return None
+    if console.is_terminal:
+        return TerminalProgress(console)
+    return PlainProgress(sys.stderr)
+
+
+async def _run_push(args: argparse.Namespace) -> PushResult:
+    config = PushConfig(
+        blob_concurrency=args.concurrency,
+        part_size=args.part_size,
+        memory_budget=args.memory_budget,
+        retry_budget=args.retry_budget,
+        pacing=not args.no_pacing,
+    )
+    options = DestinationOptions(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        registry_id=args.registry_id,
+        create_repository=args.create_repo,
+    )
+    console = Console(stderr=True)
+    progress = _progress(args, console)
+    if isinstance(progress, TerminalProgress):
+        with progress:
+            return await push(
+                args.source, args.destination, config=config, options=options, progress=progress
+            )
+    return await push(
+        args.source, args.destination, config=config, options=options, progress=progress
+    )
+
+
+def _push_command(args: argparse.Namespace) -> int:
+    try:
+        result = anyio.run(_run_push, args)
+    except ValueError as exc:  # an invalid PushConfig from the options
+        print(f"layerhoist: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    for image in result.images:
+        if image.status != "pushed":
+            print(f"layerhoist: error: {image.error}", file=sys.stderr)
+    print(result.summary(), file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (also the console script's entry)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return registry_cli.run(args)
+        return _push_command(args)
+    except LayerhoistError as exc:
+        print(f"layerhoist: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("layerhoist: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""``make demo``: the main job end to end on the embedded registry, no AWS account needed.
+
+It writes a sample OCI layout of several images (one layer shared by all), starts
+the embedded ECR-compatible registry in its own process, pushes every image through
+the ECR Public API with progress, reads each one back with skopeo (an independent
+client) to compare digests, and pushes again to show that a re-run uploads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import anyio
+from rich.console import Console
+
+from layerhoist.config import MiB
+from layerhoist.destinations import DestinationOptions
+from layerhoist.pipeline import ProgressSink
+from layerhoist.progress import PlainProgress, TerminalProgress
+from layerhoist.push import push
+from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.report import PushResult
+from layerhoist.synthetic import write_oci_layout
+
+IMAGES = 4
+LAYERS_PER_IMAGE = 3
+LAYER_SIZE = 12 * MiB
+REPOSITORY = "demo/app"
+
+
+async def _push(
+    layout: Path, endpoint_url: str, console: Console, *, show_progress: bool
+) -> PushResult:
+    options = DestinationOptions(endpoint_url=endpoint_url, create_repository=True)
+    progress: ProgressSink | None = None
+    if show_progress and console.is_terminal:
+        terminal = TerminalProgress(console)
+        with terminal:
+            return await push(
+                f"oci:{layout}", f"ecr-public:{REPOSITORY}", options=options, progress=terminal
+            )
+    if show_progress:
+        progress = PlainProgress(sys.stderr)
+    return await push(
+        f"oci:{layout}", f"ecr-public:{REPOSITORY}", options=options, progress=progress
+    )
+
+
+def _read_back(endpoint_url: str, tag: str) -> str:
+    """The manifest digest skopeo sees for ``tag`` in the embedded registry."""
+    host = endpoint_url.removeprefix("http://")
+    completed = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/{REPOSITORY}:{tag}"],
+        check=True,
+        capture_output=True,
+    )
+    return "sha256:" + hashlib.sha256(completed.stdout).hexdigest()
+
+
+async def _main(workdir: Path) -> int:
+    console = Console(stderr=True)
+    layout = workdir / "layout"
+    tags = write_oci_layout(
+        layout,
+        images=IMAGES,
+        layers_per_image=LAYERS_PER_IMAGE,
+        layer_size=LAYER_SIZE,
+        seed=1,
+        shared_layers=1,
+    )
+    console.print(
+        f"sample layout: {len(tags)} images x {LAYERS_PER_IMAGE} layers of "
+        f"{LAYER_SIZE // MiB} MiB (one shared) in {layout}"
+    )
+    async with RegistryProcess(data_dir=workdir / "registry") as registry:
+        console.print(f"embedded registry: {registry.endpoint_url}")
+        first = await _push(layout, registry.endpoint_url, console, show_progress=True)
+        console.print(first.summary())
+        if not first.ok:
+            return 1
+        if shutil.which("skopeo") is None:
+            console.print("skopeo is not installed: skipping the independent read-back")
+        else:
+            for image in first.images:
+                tag = image.destination.rsplit(":", 1)[1]
+                seen = await anyio.to_thread.run_sync(_read_back, registry.endpoint_url, tag)
+                verdict = "ok" if seen == image.digest else f"MISMATCH (skopeo sees {seen})"
+                console.print(f"skopeo read back {REPOSITORY}:{tag} {image.digest[:19]}… {verdict}")
+                if seen != image.digest:
+                    return 1
+        second = await _push(layout, registry.endpoint_url, console, show_progress=False)
+        console.print(f"re-run: {second.summary()}")
+        print(json.dumps({"first": first.summary(), "rerun": second.summary()}))
+        return 0 if second.ok and second.bytes_uploaded == 0 else 1
+
+
+def main() -> int:
+    """Run the demo in a scratch directory that is removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="layerhoist-demo-") as tmp:
+        return anyio.run(_main, Path(tmp))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

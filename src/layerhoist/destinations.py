@@ -1,0 +1,257 @@
+"""Destinations: Amazon ECR Public and ECR through their layer API, with aioboto3.
+
+One :class:`EcrDestination` per run holds one client (one connection pool) and
+offers the steps of a push as small methods — check, initiate, upload part,
+complete, put image — each paced per operation on the client side. Retrying is not
+done here: botocore's own retries are switched off so that the scheduler alone
+decides, and retries never multiply.
+
+Sending parts cheaply
+---------------------
+botocore would base64-encode a part with the stdlib codec and then ``json.dumps`` a
+body of several MiB, which costs more CPU than hashing it. Parts arrive here already
+encoded (by :mod:`layerhoist.hashstream`, with the SIMD codec, in the pass that
+hashes them); the call is made with a tiny marker blob and a ``request-created``
+hook splices the encoded bytes in place of the marker's encoding before SigV4 signs
+the body. The client, its signing, credentials and configuration stay botocore's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aioboto3
+import pybase64
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from layerhoist.classification import classify
+from layerhoist.config import ECR_MAX_DIGESTS_PER_CHECK, PushConfig
+from layerhoist.errors import RepositoryNotFoundError, UsageError
+from layerhoist.hashstream import Part
+from layerhoist.image import Manifest
+from layerhoist.pacing import PUBLISHED_QUOTAS, Pacer
+from layerhoist.reference import DestinationRef
+
+#: ECR Public's API is served from us-east-1 only, whatever region the images serve from.
+ECR_PUBLIC_REGION = "us-east-1"
+#: A per-run random prefix makes the marker that stands in for a part in botocore's
+#: serializer impossible to confuse with anything else in a request body.
+_MARKER_PREFIX_BYTES = 6
+_COUNTER_BYTES = 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class DestinationOptions:
+    """How to reach the destination; ``None`` means the standard AWS default."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    registry_id: str | None = None
+    create_repository: bool = False
+
+
+class EcrDestination:
+    """A repository in ECR Public or ECR, reached through the layer API.
+
+    Use as an async context manager; it opens one aioboto3 client for the run.
+    """
+
+    def __init__(
+        self,
+        ref: DestinationRef,
+        *,
+        config: PushConfig,
+        options: DestinationOptions | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self.ref = ref
+        self._config = config
+        self._options = options or DestinationOptions()
+        if pacer is None and config.pacing:
+            pacer = Pacer(quotas=PUBLISHED_QUOTAS[ref.service])
+        self.pacer = pacer
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._bodies: dict[bytes, bytes] = {}
+        self._markers = itertools.count()
+        self._marker_prefix = os.urandom(_MARKER_PREFIX_BYTES)
+        registry_id = self._options.registry_id or ref.registry_id
+        # registryId is optional in every call; the repository is named per call
+        # because DescribeRepositories takes a list of names instead.
+        self._registry: dict[str, str] = {"registryId": registry_id} if registry_id else {}
+
+    @property
+    def service(self) -> str:
+        """The botocore service name: ``ecr-public`` or ``ecr``."""
+        return self.ref.service
+
+    def _region(self) -> str | None:
+        if self.ref.service == "ecr-public":
+            return ECR_PUBLIC_REGION
+        return self._options.region or self.ref.region
+
+    async def __aenter__(self) -> Self:
+        try:
+            session = aioboto3.Session(profile_name=self._options.profile)
+        except Exception as exc:  # botocore.exceptions.ProfileNotFound and kin
+            raise UsageError(f"AWS profile {self._options.profile!r}: {exc}") from exc
+        boto_config = BotoConfig(
+            retries={"max_attempts": 1, "mode": "standard"},
+            connect_timeout=self._config.connect_timeout,
+            read_timeout=self._config.read_timeout,
+            max_pool_connections=self._config.max_connections,
+            tcp_keepalive=True,
+        )
+        self._client = await self._stack.enter_async_context(
+            session.client(
+                self.ref.service,
+                endpoint_url=self._options.endpoint_url,
+                region_name=self._region(),
+                config=boto_config,
+            )
+        )
+        self._client.meta.events.register_first(
+            f"request-created.{self.ref.service}.UploadLayerPart", self._splice_part
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    def _splice_part(self, request: Any, **_: Any) -> None:
+        body: bytes = request.data
+        for marker, encoded in self._bodies.items():
+            at = body.find(marker)
+            if at >= 0:
+                # The marker includes its JSON quotes; keep them around the encoded part.
+                request.data = b"".join((body[: at + 1], encoded, body[at + len(marker) - 1 :]))
+                return
+
+    async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        method = getattr(self._client, _snake(operation))
+        if self.pacer is None:
+            result: dict[str, Any] = await method(**self._registry, **params)
+            return result
+        async with self.pacer.slot(operation):
+            try:
+                response: dict[str, Any] = await method(**self._registry, **params)
+            except Exception as exc:
+                if classify(exc, operation=operation).throttled:
+                    self.pacer.throttled(operation)
+                raise
+        self.pacer.succeeded(operation)
+        return response
+
+    async def ensure_repository(self, *, create: bool) -> None:
+        """Check the repository exists; create it when ``create`` is set."""
+        try:
+            await self._call("DescribeRepositories", repositoryNames=[self.ref.repository])
+            return
+        except ClientError as exc:
+            if _code(exc) != "RepositoryNotFoundException":
+                raise
+            if not create:
+                raise RepositoryNotFoundError(
+                    f"{self.ref}: repository {self.ref.repository!r} does not exist",
+                    code="RepositoryNotFoundException",
+                    hint="create it, or pass --create-repo",
+                ) from exc
+        try:
+            await self._call("CreateRepository", repositoryName=self.ref.repository)
+        except ClientError as exc:
+            if _code(exc) != "RepositoryAlreadyExistsException":
+                raise
+
+    async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
+        """Return the digests the repository does not have yet (BatchCheckLayerAvailability)."""
+        wanted = list(dict.fromkeys(digests))
+        missing: set[str] = set()
+        for start in range(0, len(wanted), ECR_MAX_DIGESTS_PER_CHECK):
+            batch = wanted[start : start + ECR_MAX_DIGESTS_PER_CHECK]
+            response = await self._call(
+                "BatchCheckLayerAvailability",
+                repositoryName=self.ref.repository,
+                layerDigests=batch,
+            )
+            available = {
+                layer["layerDigest"]
+                for layer in response.get("layers", [])
+                if layer.get("layerAvailability") == "AVAILABLE"
+            }
+            missing.update(d for d in batch if d not in available)
+        return missing
+
+    async def initiate_upload(self) -> tuple[str, int | None]:
+        """Start a layer upload; return its id and the part size the service asks for."""
+        response = await self._call("InitiateLayerUpload", repositoryName=self.ref.repository)
+        part_size = response.get("partSize")
+        return str(response["uploadId"]), int(part_size) if part_size else None
+
+    async def upload_part(self, upload_id: str, part: Part) -> int:
+        """Send one part; return the service's ``lastByteReceived``."""
+        raw_marker = self._marker_prefix + next(self._markers).to_bytes(_COUNTER_BYTES, "big")
+        marker = b'"' + pybase64.b64encode(raw_marker) + b'"'
+        self._bodies[marker] = part.encoded
+        try:
+            response = await self._call(
+                "UploadLayerPart",
+                repositoryName=self.ref.repository,
+                uploadId=upload_id,
+                partFirstByte=part.first_byte,
+                partLastByte=part.last_byte,
+                layerPartBlob=raw_marker,
+            )
+        finally:
+            del self._bodies[marker]
+        return int(response["lastByteReceived"])
+
+    async def complete_upload(self, upload_id: str, digest: str) -> None:
+        """Finish an upload; the service recomputes the digest. Already-there is success."""
+        try:
+            await self._call(
+                "CompleteLayerUpload",
+                repositoryName=self.ref.repository,
+                uploadId=upload_id,
+                layerDigests=[digest],
+            )
+        except ClientError as exc:
+            if _code(exc) != "LayerAlreadyExistsException":
+                raise
+
+    async def put_image(self, manifest: Manifest, *, tag: str | None) -> None:
+        """Store a manifest byte for byte, tagged when ``tag`` is given; already there is fine."""
+        params: dict[str, Any] = {
+            "repositoryName": self.ref.repository,
+            "imageManifest": manifest.raw.decode("utf-8"),
+            "imageManifestMediaType": manifest.media_type,
+            "imageDigest": manifest.digest,
+        }
+        if tag is not None:
+            params["imageTag"] = tag
+        try:
+            await self._call("PutImage", **params)
+        except ClientError as exc:
+            if _code(exc) != "ImageAlreadyExistsException":
+                raise
+
+
+def _code(exc: ClientError) -> str:
+    error: Mapping[str, Any] = exc.response.get("Error", {})
+    return str(error.get("Code", ""))
+
+
+def _snake(operation: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
