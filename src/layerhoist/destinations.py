@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 
 from layerhoist.classification import classify
 from layerhoist.config import ECR_MAX_DIGESTS_PER_CHECK, PushConfig
-from layerhoist.errors import RepositoryNotFoundError, UsageError
+from layerhoist.errors import UsageError
 from layerhoist.hashstream import Part
 from layerhoist.image import Manifest
 from layerhoist.pacing import PUBLISHED_QUOTAS, Pacer
@@ -161,14 +161,9 @@ class EcrDestination:
             await self._call("DescribeRepositories", repositoryNames=[self.ref.repository])
             return
         except ClientError as exc:
-            if _code(exc) != "RepositoryNotFoundException":
+            # Without create, the error table turns this into the user's message.
+            if _code(exc) != "RepositoryNotFoundException" or not create:
                 raise
-            if not create:
-                raise RepositoryNotFoundError(
-                    f"{self.ref}: repository {self.ref.repository!r} does not exist",
-                    code="RepositoryNotFoundException",
-                    hint="create it, or pass --create-repo",
-                ) from exc
         try:
             await self._call("CreateRepository", repositoryName=self.ref.repository)
         except ClientError as exc:
