@@ -6,12 +6,12 @@ import errno
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-import aioboto3
 import aiohttp
 import botocore.exceptions
 import pytest
@@ -34,15 +34,17 @@ from layerhoist.errors import (
     SourceChangedError,
     UsageError,
 )
+from layerhoist.registry import EmbeddedRegistry
+from layerhoist.registry.simulation import SimulationSettings
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
+RegistryFactory = Callable[..., EmbeddedRegistry]
 
 MOTO_SERVER = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "moto_server"
 SERVER_START_TIMEOUT = 30.0
-NO_RETRIES = Config(retries={"total_max_attempts": 1, "mode": "standard"})
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+REPO = "team/app"
+#: Every error reaches the test (``max_attempts: 1`` would still allow one botocore retry).
+NO_BOTOCORE_RETRIES = Config(retries={"total_max_attempts": 1})
 
 
 def client_error(
@@ -390,23 +392,18 @@ def moto_url() -> Iterator[str]:
         process.wait()
 
 
-def _session() -> aioboto3.Session:
-    return aioboto3.Session(
-        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
-    )
-
-
-async def _raised(endpoint_url: str, operation: str, **params: Any) -> BaseException:
-    async with _session().client("ecr", endpoint_url=endpoint_url, config=NO_RETRIES) as ecr:
-        method = getattr(ecr, botocore.xform_name(operation))
-        with pytest.raises(Exception) as caught:
-            await method(**params)
-        return caught.value
+async def _raised(client: Any, operation: str, **params: Any) -> BaseException:
+    """The exception ``operation`` raises over the wire."""
+    method = getattr(client, botocore.xform_name(operation))
+    with pytest.raises(Exception) as caught:
+        await method(**params)
+    return caught.value
 
 
 @pytest.mark.anyio
-async def test_real_missing_repository_over_http(moto_url: str) -> None:
-    exc = await _raised(moto_url, "InitiateLayerUpload", repositoryName="missing/repo")
+async def test_real_missing_repository_over_http(moto_url: str, ecr_client: ClientFactory) -> None:
+    async with ecr_client(moto_url, "ecr", config=NO_BOTOCORE_RETRIES) as client:
+        exc = await _raised(client, "InitiateLayerUpload", repositoryName="missing/repo")
     verdict = classify(exc)
     assert verdict.action is Action.FAIL
     assert verdict.code == "RepositoryNotFoundException"
@@ -418,22 +415,94 @@ async def test_real_missing_repository_over_http(moto_url: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_real_existing_repository_is_flagged_present(moto_url: str) -> None:
-    async with _session().client("ecr", endpoint_url=moto_url, config=NO_RETRIES) as ecr:
-        await ecr.create_repository(repositoryName="twice")
-    exc = await _raised(moto_url, "CreateRepository", repositoryName="twice")
+async def test_real_existing_repository_is_flagged_present(
+    moto_url: str, ecr_client: ClientFactory
+) -> None:
+    async with ecr_client(moto_url, "ecr", config=NO_BOTOCORE_RETRIES) as client:
+        await client.create_repository(repositoryName="twice")
+        exc = await _raised(client, "CreateRepository", repositoryName="twice")
     verdict = classify(exc)
     assert verdict.code == "RepositoryAlreadyExistsException"
     assert verdict.already_present
 
 
 @pytest.mark.anyio
-async def test_real_connection_refused_retries_the_part() -> None:
-    closed_port = _free_port()
-    exc = await _raised(
-        f"http://127.0.0.1:{closed_port}", "InitiateLayerUpload", repositoryName="any"
-    )
+async def test_real_connection_refused_retries_the_part(ecr_client: ClientFactory) -> None:
+    async with ecr_client(
+        f"http://127.0.0.1:{_free_port()}", "ecr", config=NO_BOTOCORE_RETRIES
+    ) as client:
+        exc = await _raised(client, "InitiateLayerUpload", repositoryName="any")
     assert isinstance(exc, botocore.exceptions.EndpointConnectionError)
     verdict = classify(exc, operation="InitiateLayerUpload")
     assert verdict.action is Action.RETRY_PART
     assert verdict.code == "ConnectFailed"
+
+
+@pytest.mark.anyio
+async def test_real_invalid_layer_requeues_the_layer(
+    registry: EmbeddedRegistry, ecr_client: ClientFactory
+) -> None:
+    async with ecr_client(registry.endpoint_url, config=NO_BOTOCORE_RETRIES) as client:
+        await client.create_repository(repositoryName=REPO)
+        upload_id = (await client.initiate_layer_upload(repositoryName=REPO))["uploadId"]
+        await client.upload_layer_part(
+            repositoryName=REPO,
+            uploadId=upload_id,
+            partFirstByte=0,
+            partLastByte=6,
+            layerPartBlob=b"payload",
+        )
+        wrong = "sha256:" + "0" * 64
+        exc = await _raised(
+            client,
+            "CompleteLayerUpload",
+            repositoryName=REPO,
+            uploadId=upload_id,
+            layerDigests=[wrong],
+        )
+    verdict = classify(exc)
+    assert (verdict.action, verdict.code) == (Action.REQUEUE_LAYER, "InvalidLayerException")
+
+
+@pytest.mark.anyio
+async def test_real_throttling_retries_the_part_and_slows_down(
+    make_registry: RegistryFactory, ecr_client: ClientFactory
+) -> None:
+    simulation = SimulationSettings(quotas={"InitiateLayerUpload": 1.0})
+    async with (
+        make_registry(simulation=simulation) as registry,
+        ecr_client(registry.endpoint_url, config=NO_BOTOCORE_RETRIES) as client,
+    ):
+        await client.create_repository(repositoryName=REPO)
+        await client.initiate_layer_upload(repositoryName=REPO)
+        exc = await _raised(client, "InitiateLayerUpload", repositoryName=REPO)
+    verdict = classify(exc)
+    assert (verdict.action, verdict.code, verdict.throttled) == (
+        Action.RETRY_PART,
+        "ThrottlingException",
+        True,
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("simulation", "codes"),
+    [
+        (SimulationSettings(fault_rate=1.0), {"ServerException"}),
+        (SimulationSettings(drop_rate=1.0), {"ConnectionClosed", "ServerDisconnected"}),
+    ],
+)
+async def test_real_faults_and_dropped_connections_retry_the_part(
+    make_registry: RegistryFactory,
+    ecr_client: ClientFactory,
+    simulation: SimulationSettings,
+    codes: set[str],
+) -> None:
+    async with (
+        make_registry(simulation=simulation) as registry,
+        ecr_client(registry.endpoint_url, config=NO_BOTOCORE_RETRIES) as client,
+    ):
+        exc = await _raised(client, "DescribeRepositories")
+    verdict = classify(exc)
+    assert verdict.action is Action.RETRY_PART
+    assert verdict.code in codes

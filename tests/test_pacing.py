@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
 import anyio
 import anyio.lowlevel
+import botocore.exceptions
 import pytest
+from botocore.config import Config
 
+from layerhoist.classification import classify
 from layerhoist.pacing import (
     DEFAULT_HEADROOM,
     MIN_RATE_FRACTION,
@@ -16,14 +23,14 @@ from layerhoist.pacing import (
     Pacer,
     TokenBucket,
 )
+from layerhoist.registry import EmbeddedRegistry
+from layerhoist.registry.simulation import SimulationSettings
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
+RegistryFactory = Callable[..., EmbeddedRegistry]
 
 #: Real-time guard so a lost wake-up fails the test instead of hanging the suite.
 HANG_GUARD_SECONDS = 10.0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class FakeClock:
@@ -379,3 +386,58 @@ async def test_pacer_slot_bounds_in_flight_requests_per_operation() -> None:
 def test_pacer_rejects_bad_headroom() -> None:
     with pytest.raises(ValueError, match="headroom"):
         Pacer(quotas={}, headroom=1.5)
+
+
+# --- against the embedded registry's simulated quotas -------------------------------------
+
+REPO = "team/app"
+#: More InitiateLayerUpload calls at once than the simulated quota's burst admits.
+CONCURRENT_CALLS = 14
+#: Every throttle reaches the test (``max_attempts: 1`` would still allow one botocore retry).
+NO_BOTOCORE_RETRIES = Config(retries={"total_max_attempts": 1})
+
+
+async def _initiate_concurrently(
+    make_registry: RegistryFactory, ecr_client: ClientFactory, pacer: Pacer | None
+) -> list[str]:
+    """Error codes of ``CONCURRENT_CALLS`` simultaneous InitiateLayerUpload calls."""
+    quota = PUBLISHED_QUOTAS["ecr-public"]["InitiateLayerUpload"]
+    simulation = SimulationSettings(quotas={"InitiateLayerUpload": quota})
+    codes: list[str] = []
+    async with (
+        make_registry(simulation=simulation) as registry,
+        ecr_client(registry.endpoint_url, config=NO_BOTOCORE_RETRIES) as client,
+    ):
+        await client.create_repository(repositoryName=REPO)
+
+        async def initiate() -> None:
+            if pacer is not None:
+                await pacer.acquire("InitiateLayerUpload")
+            try:
+                await client.initiate_layer_upload(repositoryName=REPO)
+            except botocore.exceptions.ClientError as exc:
+                codes.append(classify(exc).code)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(CONCURRENT_CALLS):
+                tg.start_soon(initiate)
+    return codes
+
+
+@pytest.mark.anyio
+async def test_unpaced_calls_over_the_quota_are_throttled(
+    make_registry: RegistryFactory, ecr_client: ClientFactory
+) -> None:
+    codes = await _initiate_concurrently(make_registry, ecr_client, pacer=None)
+    assert codes
+    assert set(codes) == {"ThrottlingException"}
+
+
+@pytest.mark.anyio
+async def test_paced_calls_stay_under_the_quota(
+    make_registry: RegistryFactory, ecr_client: ClientFactory
+) -> None:
+    pacer = Pacer(quotas=PUBLISHED_QUOTAS["ecr-public"])
+    codes = await _initiate_concurrently(make_registry, ecr_client, pacer=pacer)
+    assert codes == []
+    assert pacer.stats["InitiateLayerUpload"].requests == CONCURRENT_CALLS

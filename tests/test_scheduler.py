@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import botocore.exceptions
 import pytest
+from botocore.config import Config
 
 from layerhoist.classification import Action, RetriesExhausted, classify
 from layerhoist.config import PushConfig
+from layerhoist.pacing import Pacer
+from layerhoist.registry import EmbeddedRegistry
+from layerhoist.registry.simulation import SimulationSettings
 from layerhoist.scheduler import Backoff, RetryBudget, RetryEvent, Scheduler, retry_call
+
+ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
+RegistryFactory = Callable[..., EmbeddedRegistry]
 
 SEED = 1234
 #: Real-time guard so a lost wake-up fails the test instead of hanging the suite.
 HANG_GUARD_SECONDS = 10.0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class FakeClock:
@@ -615,3 +619,61 @@ def test_retry_call_rejects_zero_attempts() -> None:
                 classify=classify,
             )
         )
+
+
+# --- against the embedded registry ------------------------------------------------------
+
+REPO = "team/app"
+#: Every throttle reaches retry_call (``max_attempts: 1`` would still allow a botocore retry).
+NO_BOTOCORE_RETRIES = Config(retries={"total_max_attempts": 1})
+#: Calls at once, well over the simulated quota's burst.
+CONCURRENT_CALLS = 8
+#: Simulated InitiateLayerUpload quota (requests/s); its burst is the same number.
+SIMULATED_QUOTA = 4.0
+
+
+@pytest.mark.anyio
+async def test_retry_call_rides_out_real_throttling(
+    make_registry: RegistryFactory, ecr_client: ClientFactory
+) -> None:
+    simulation = SimulationSettings(quotas={"InitiateLayerUpload": SIMULATED_QUOTA})
+    budget = RetryBudget(100)
+    events: list[RetryEvent] = []
+    pacer = Pacer(quotas={"InitiateLayerUpload": SIMULATED_QUOTA * 2})
+    upload_ids: list[str] = []
+    async with (
+        make_registry(simulation=simulation) as registry,
+        ecr_client(registry.endpoint_url, config=NO_BOTOCORE_RETRIES) as client,
+    ):
+        await client.create_repository(repositoryName=REPO)
+
+        async def initiate() -> dict[str, Any]:
+            await pacer.acquire("InitiateLayerUpload")
+            answer: dict[str, Any] = await client.initiate_layer_upload(repositoryName=REPO)
+            pacer.succeeded("InitiateLayerUpload")
+            return answer
+
+        async def one() -> None:
+            answer = await retry_call(
+                initiate,
+                subject=REPO,
+                attempts=20,
+                backoff=Backoff(initial=0.05, base=2.0, maximum=0.5),
+                budget=budget,
+                classify=lambda exc: classify(exc, operation="InitiateLayerUpload"),
+                on_retry=events.append,
+                on_throttle=lambda: pacer.throttled("InitiateLayerUpload"),
+            )
+            upload_ids.append(answer["uploadId"])
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(CONCURRENT_CALLS):
+                tg.start_soon(one)
+    assert len(set(upload_ids)) == CONCURRENT_CALLS
+    assert events
+    assert {event.cause for event in events} == {"ThrottlingException"}
+    assert {event.scope for event in events} == {"part"}
+    assert budget.spent == len(events)
+    stats = pacer.stats["InitiateLayerUpload"]
+    assert stats.throttles == len(events)
+    assert stats.rate < stats.paced_rate
