@@ -129,7 +129,7 @@ async def _run_push(args: argparse.Namespace) -> PushResult:
         registry_id=args.registry_id,
         create_repository=args.create_repo,
     )
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     progress = _progress(args, console)
     if isinstance(progress, TerminalProgress):
         with progress:

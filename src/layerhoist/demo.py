@@ -9,7 +9,7 @@ client) to compare digests, and pushes again to show that a re-run uploads nothi
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +21,7 @@ from rich.console import Console
 
 from layerhoist.config import MiB
 from layerhoist.destinations import DestinationOptions
+from layerhoist.errors import LayerhoistError
 from layerhoist.pipeline import ProgressSink
 from layerhoist.progress import PlainProgress, TerminalProgress
 from layerhoist.push import push
@@ -32,6 +33,10 @@ IMAGES = 4
 LAYERS_PER_IMAGE = 3
 LAYER_SIZE = 12 * MiB
 REPOSITORY = "demo/app"
+DEMO_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIDLAYERHOISTDEMO",
+    "AWS_SECRET_ACCESS_KEY": "layerhoist-demo",
+}
 
 
 async def _push(
@@ -64,7 +69,7 @@ def _read_back(endpoint_url: str, tag: str) -> str:
 
 
 async def _main(workdir: Path) -> int:
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     layout = workdir / "layout"
     tags = write_oci_layout(
         layout,
@@ -96,14 +101,22 @@ async def _main(workdir: Path) -> int:
                     return 1
         second = await _push(layout, registry.endpoint_url, console, show_progress=False)
         console.print(f"re-run: {second.summary()}")
-        print(json.dumps({"first": first.summary(), "rerun": second.summary()}))
         return 0 if second.ok and second.bytes_uploaded == 0 else 1
 
 
 def main() -> int:
     """Run the demo in a scratch directory that is removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="layerhoist-demo-") as tmp:
-        return anyio.run(_main, Path(tmp))
+    # The embedded registry runs without SigV4 verification; fixed demo keys keep
+    # whatever real AWS credentials the environment holds out of the demo entirely.
+    os.environ.update(DEMO_CREDENTIALS)
+    for variable in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        os.environ.pop(variable, None)
+    try:
+        with tempfile.TemporaryDirectory(prefix="layerhoist-demo-") as tmp:
+            return anyio.run(_main, Path(tmp))
+    except LayerhoistError as exc:
+        print(f"layerhoist demo: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":
