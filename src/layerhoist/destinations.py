@@ -104,7 +104,8 @@ class EcrDestination:
         except Exception as exc:  # botocore.exceptions.ProfileNotFound and kin
             raise UsageError(f"AWS profile {self._options.profile!r}: {exc}") from exc
         boto_config = BotoConfig(
-            retries={"max_attempts": 1, "mode": "standard"},
+            # total_max_attempts counts the first try: botocore never retries, the scheduler does.
+            retries={"total_max_attempts": 1, "mode": "standard"},
             connect_timeout=self._config.connect_timeout,
             read_timeout=self._config.read_timeout,
             max_pool_connections=self._config.max_connections,
