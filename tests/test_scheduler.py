@@ -24,6 +24,10 @@ ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
 RegistryFactory = Callable[..., EmbeddedRegistry]
 
 SEED = 1234
+#: The part backoff of the retry_call tests: 1 s, 2 s, 4 s… up to 10 s.
+PART_BACKOFF = Backoff(initial=1.0, base=2.0, maximum=10.0)
+#: A backoff whose jitter is always 0: the delay is the Retry-After given, up to 60 s.
+NO_JITTER = Backoff(initial=0.0, base=2.0, maximum=60.0)
 #: Real-time guard so a lost wake-up fails the test instead of hanging the suite.
 HANG_GUARD_SECONDS = 10.0
 
@@ -58,7 +62,7 @@ def make_scheduler(
     on_retry: Callable[[RetryEvent], None] | None = None,
 ) -> Scheduler[str]:
     return Scheduler(
-        backoff=backoff or Backoff(initial=1.0, base=2.0, maximum=10.0),
+        backoff=backoff or PART_BACKOFF,
         max_attempts=max_attempts,
         budget=budget or RetryBudget(100),
         clock=clock,
@@ -66,6 +70,18 @@ def make_scheduler(
         rng=random.Random(SEED),
         on_retry=on_retry,
     )
+
+
+Seen = list[tuple[str, str, int, float]]
+
+
+async def drain(scheduler: Scheduler[str], clock: FakeClock, seen: Seen | None = None) -> Seen:
+    """Take every item until iteration ends, finishing each: ``(key, item, attempt, time)``."""
+    seen = [] if seen is None else seen
+    async for key, item, attempt in scheduler:
+        seen.append((key, item, attempt, clock.now))
+        scheduler.finish(key)
+    return seen
 
 
 # --- Backoff ----------------------------------------------------------------------------
@@ -148,11 +164,8 @@ async def test_submitted_items_come_out_in_order_and_iteration_ends() -> None:
     for key in "abc":
         scheduler.submit(key, f"item-{key}")
     scheduler.close()
-    seen = []
-    async for key, item, attempt in scheduler:
-        seen.append((key, item, attempt))
-        scheduler.finish(key)
-    assert seen == [("a", "item-a", 1), ("b", "item-b", 1), ("c", "item-c", 1)]
+    seen = await drain(scheduler, clock)
+    assert seen == [("a", "item-a", 1, 0.0), ("b", "item-b", 1, 0.0), ("c", "item-c", 1, 0.0)]
     assert clock.sleeps == []
 
 
@@ -183,7 +196,7 @@ async def test_requeued_item_waits_its_backoff_while_other_work_goes_on() -> Non
 @pytest.mark.anyio
 async def test_requeue_delays_grow_with_each_attempt() -> None:
     clock = FakeClock()
-    scheduler = make_scheduler(clock, backoff=Backoff(initial=1.0, base=2.0, maximum=10.0))
+    scheduler = make_scheduler(clock, backoff=PART_BACKOFF)
     scheduler.submit("a", "A")
     scheduler.close()
     async for key, item, _ in scheduler:
@@ -235,7 +248,7 @@ async def test_requeue_is_refused_when_the_budget_is_spent() -> None:
 @pytest.mark.anyio
 async def test_requeue_honours_retry_after() -> None:
     clock = FakeClock()
-    scheduler = make_scheduler(clock, backoff=Backoff(initial=0.0, base=2.0, maximum=60.0))
+    scheduler = make_scheduler(clock, backoff=NO_JITTER)
     scheduler.submit("a", "A")
     scheduler.close()
     times = []
@@ -252,7 +265,7 @@ async def test_requeue_honours_retry_after() -> None:
 @pytest.mark.anyio
 async def test_delayed_items_come_out_earliest_first() -> None:
     clock = FakeClock()
-    scheduler = make_scheduler(clock, backoff=Backoff(initial=0.0, base=2.0, maximum=60.0))
+    scheduler = make_scheduler(clock, backoff=NO_JITTER)
     scheduler.submit("slow", "S")
     scheduler.submit("fast", "F")
     scheduler.close()
@@ -269,32 +282,26 @@ async def test_delayed_items_come_out_earliest_first() -> None:
 
 @pytest.mark.anyio
 async def test_finishing_a_waiting_item_drops_it() -> None:
-    scheduler = make_scheduler(FakeClock())
+    clock = FakeClock()
+    scheduler = make_scheduler(clock)
     scheduler.submit("a", "A")
     scheduler.submit("b", "B")
     scheduler.finish("a")
     scheduler.finish("a")
     scheduler.close()
     assert (scheduler.outstanding, scheduler.waiting) == (1, 1)
-    keys = []
-    async for key, _, _ in scheduler:
-        keys.append(key)
-        scheduler.finish(key)
-    assert keys == ["b"]
+    assert await drain(scheduler, clock) == [("b", "B", 1, 0.0)]
 
 
 @pytest.mark.anyio
 async def test_a_finished_key_can_be_submitted_again() -> None:
-    scheduler = make_scheduler(FakeClock())
+    clock = FakeClock()
+    scheduler = make_scheduler(clock)
     scheduler.submit("a", "first")
     scheduler.finish("a")
     scheduler.submit("a", "second")
     scheduler.close()
-    items = []
-    async for key, item, attempt in scheduler:
-        items.append((item, attempt))
-        scheduler.finish(key)
-    assert items == [("second", 1)]
+    assert await drain(scheduler, clock) == [("a", "second", 1, 0.0)]
 
 
 def test_misuse_is_rejected() -> None:
@@ -315,24 +322,18 @@ def test_misuse_is_rejected() -> None:
 
 @pytest.mark.anyio
 async def test_submit_wakes_a_waiting_consumer() -> None:
-    scheduler = make_scheduler(FakeClock())
-    received: list[tuple[str, int]] = []
-
-    async def consume() -> None:
-        async for key, _, attempt in scheduler:
-            received.append((key, attempt))
-            scheduler.finish(key)
-
+    clock = FakeClock()
+    scheduler = make_scheduler(clock)
+    received: Seen = []
     with anyio.fail_after(HANG_GUARD_SECONDS):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(consume)
+            tg.start_soon(drain, scheduler, clock, received)
             await anyio.wait_all_tasks_blocked()
             assert received == []
             scheduler.submit("a", "A")
             await anyio.wait_all_tasks_blocked()
-            assert received == [("a", 1)]
+            assert received == [("a", "A", 1, 0.0)]
             scheduler.close()
-        assert received == [("a", 1)]
 
 
 @pytest.mark.anyio
@@ -367,24 +368,18 @@ async def test_finish_by_another_task_ends_a_waiting_consumer() -> None:
 @pytest.mark.anyio
 async def test_requeue_wakes_a_consumer_waiting_for_new_work() -> None:
     clock = FakeClock()
-    scheduler = make_scheduler(clock, backoff=Backoff(initial=0.0, base=2.0, maximum=60.0))
+    scheduler = make_scheduler(clock, backoff=NO_JITTER)
     scheduler.submit("a", "A")
     scheduler.close()
     key, item, _ = await scheduler.__anext__()
-    seen: list[tuple[str, int, float]] = []
-
-    async def consume() -> None:
-        async for got, _, attempt in scheduler:
-            seen.append((got, attempt, clock.now))
-            scheduler.finish(got)
-
+    seen: Seen = []
     with anyio.fail_after(HANG_GUARD_SECONDS):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(consume)
+            tg.start_soon(drain, scheduler, clock, seen)
             await anyio.wait_all_tasks_blocked()
             assert seen == []
             scheduler.requeue(key, item, cause="InvalidLayerException", retry_after=3.0)
-        assert seen == [("a", 2, 3.0)]
+        assert seen == [("a", "A", 2, 3.0)]
 
 
 @pytest.mark.anyio
@@ -426,7 +421,7 @@ async def test_a_cancelled_consumer_loses_no_item() -> None:
         await stuck.wait()
 
     scheduler: Scheduler[str] = Scheduler(
-        backoff=Backoff(initial=0.0, base=2.0, maximum=60.0),
+        backoff=NO_JITTER,
         max_attempts=3,
         budget=RetryBudget(10),
         clock=clock,
@@ -443,11 +438,7 @@ async def test_a_cancelled_consumer_loses_no_item() -> None:
     assert scheduler.waiting == 1
     clock.now = 5.0
     scheduler.close()
-    items = []
-    async for got, got_item, attempt in scheduler:
-        items.append((got, got_item, attempt))
-        scheduler.finish(got)
-    assert items == [("a", "A", 2)]
+    assert await drain(scheduler, clock) == [("a", "A", 2, 5.0)]
 
 
 @pytest.mark.anyio
@@ -481,21 +472,40 @@ def failing(errors: list[BaseException], result: str = "ok") -> Callable[[], Awa
     return call
 
 
+async def on_fake_clock(
+    fn: Callable[[], Awaitable[str]],
+    clock: FakeClock,
+    *,
+    attempts: int,
+    budget: RetryBudget,
+    backoff: Backoff = PART_BACKOFF,
+    **options: Any,
+) -> str:
+    """``retry_call`` of ``fn`` with the real error table, sleeping on ``clock``."""
+    return await retry_call(
+        fn,
+        subject=options.pop("subject", "sha256:ab"),
+        attempts=attempts,
+        backoff=backoff,
+        budget=budget,
+        classify=classify,
+        sleep=clock.sleep,
+        clock=clock,
+        **options,
+    )
+
+
 @pytest.mark.anyio
 async def test_retry_call_retries_transient_errors_in_place() -> None:
     clock = FakeClock()
     budget = RetryBudget(10)
     events: list[RetryEvent] = []
     throttles: list[None] = []
-    result = await retry_call(
+    result = await on_fake_clock(
         failing([ConnectionResetError("reset"), throttling()]),
-        subject="sha256:ab",
+        clock,
         attempts=3,
-        backoff=Backoff(initial=1.0, base=2.0, maximum=10.0),
         budget=budget,
-        classify=classify,
-        sleep=clock.sleep,
-        clock=clock,
         rng=random.Random(SEED),
         on_retry=events.append,
         on_throttle=lambda: throttles.append(None),
@@ -522,15 +532,11 @@ async def test_retry_call_raises_non_retryable_errors_at_once() -> None:
         {"Error": {"Code": "InvalidLayerPartException", "Message": "gap"}}, "UploadLayerPart"
     )
     with pytest.raises(botocore.exceptions.ClientError) as caught:
-        await retry_call(
+        await on_fake_clock(
             failing([invalid]),
-            subject="sha256:ab",
+            clock,
             attempts=5,
-            backoff=Backoff(initial=1.0, base=2.0, maximum=10.0),
             budget=budget,
-            classify=classify,
-            sleep=clock.sleep,
-            clock=clock,
         )
     assert caught.value is invalid
     assert (clock.sleeps, budget.spent) == ([], 0)
@@ -541,15 +547,11 @@ async def test_retry_call_gives_up_after_its_attempts() -> None:
     clock = FakeClock()
     errors: list[BaseException] = [ConnectionResetError(f"reset {n}") for n in range(5)]
     with pytest.raises(RetriesExhausted) as caught:
-        await retry_call(
+        await on_fake_clock(
             failing(errors),
-            subject="sha256:ab",
+            clock,
             attempts=3,
-            backoff=Backoff(initial=1.0, base=2.0, maximum=10.0),
             budget=RetryBudget(10),
-            classify=classify,
-            sleep=clock.sleep,
-            clock=clock,
         )
     exhausted = caught.value
     assert (exhausted.reason, exhausted.attempts) == ("attempts", 3)
@@ -566,15 +568,11 @@ async def test_retry_call_gives_up_when_the_budget_is_spent() -> None:
     clock = FakeClock()
     budget = RetryBudget(1)
     with pytest.raises(RetriesExhausted) as caught:
-        await retry_call(
+        await on_fake_clock(
             failing([throttling(), throttling(), throttling()]),
-            subject="sha256:ab",
+            clock,
             attempts=10,
-            backoff=Backoff(initial=1.0, base=2.0, maximum=10.0),
             budget=budget,
-            classify=classify,
-            sleep=clock.sleep,
-            clock=clock,
         )
     assert (caught.value.reason, caught.value.attempts) == ("budget", 2)
     assert classify(caught.value).action is Action.FAIL
@@ -591,15 +589,13 @@ async def test_retry_call_honours_retry_after() -> None:
         },
         "PutImage",
     )
-    await retry_call(
+    await on_fake_clock(
         failing([throttled]),
-        subject="app:latest",
+        clock,
         attempts=2,
-        backoff=Backoff(initial=0.5, base=2.0, maximum=10.0),
         budget=RetryBudget(1),
-        classify=classify,
-        sleep=clock.sleep,
-        clock=clock,
+        backoff=Backoff(initial=0.5, base=2.0, maximum=10.0),
+        subject="app:latest",
     )
     assert clock.sleeps == [4.0]
 
