@@ -506,3 +506,21 @@ async def test_real_faults_and_dropped_connections_retry_the_part(
     verdict = classify(exc)
     assert verdict.action is Action.RETRY_PART
     assert verdict.code in codes
+
+
+def test_a_group_of_transient_errors_retries() -> None:
+    group = ExceptionGroup("upload", [ConnectionResetError("reset"), TimeoutError()])
+    verdict = classify(group)
+    assert (verdict.action, verdict.code) == (Action.RETRY_PART, "ConnectionReset")
+
+
+def test_a_group_takes_its_most_severe_verdict() -> None:
+    corrupt = CorruptBlobError("sha256:ab is corrupt", digest="sha256:ab")
+    nested = ExceptionGroup("read-ahead", [client_error("InvalidLayerException"), corrupt])
+    verdict = classify(ExceptionGroup("upload", [ConnectionResetError(), nested]))
+    assert verdict.action is Action.FAIL
+    assert verdict.error is corrupt
+    requeue = classify(
+        ExceptionGroup("upload", [ConnectionResetError(), client_error("UploadNotFoundException")])
+    )
+    assert (requeue.action, requeue.code) == (Action.REQUEUE_LAYER, "UploadNotFoundException")

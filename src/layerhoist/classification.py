@@ -13,7 +13,8 @@ classified into a :class:`Verdict` whose :class:`Action` is one of:
 Service error codes are looked up in :data:`SERVICE_ERRORS`; a code not listed there falls back
 on its HTTP status (429 and 5xx retry the part, 401/403 are credential failures, other 4xx
 fail). Transport errors are matched by type in :data:`TRANSPORT_ERRORS`. Anything else is a
-FAIL, so a bug never turns into an endless retry loop.
+FAIL, so a bug never turns into an endless retry loop. An exception group (from a task
+group) takes the most severe verdict of its members.
 
 ``LayerAlreadyExistsException``, ``ImageAlreadyExistsException`` and
 ``RepositoryAlreadyExistsException`` are FAIL verdicts with ``already_present=True``: the
@@ -120,6 +121,11 @@ class RetriesExhausted(Exception):
         self.attempts = attempts
         self.reason = reason
 
+
+#: Order of actions from least to most severe, for errors that arrive together.
+_SEVERITY: Mapping[Action, int] = MappingProxyType(
+    {Action.RETRY_PART: 0, Action.REQUEUE_LAYER: 1, Action.FAIL: 2}
+)
 
 _RETRY_HINT = "the destination kept failing this request; retries ran out, run the push again"
 _THROTTLE_HINT = (
@@ -326,6 +332,8 @@ def classify(
     ``wall_clock`` (seconds since the epoch) is only read to turn a ``Retry-After`` given as
     an HTTP date into seconds.
     """
+    if isinstance(exc, BaseExceptionGroup):
+        return _group(exc, operation=operation, wall_clock=wall_clock)
     if isinstance(exc, LayerhoistError):
         return _own_error(exc)
     if isinstance(exc, RetriesExhausted):
@@ -377,6 +385,23 @@ def _verdict(
         already_present=rule.already_present,
         **extra,
     )
+
+
+def _group(
+    group: BaseExceptionGroup[BaseException],
+    *,
+    operation: str | None,
+    wall_clock: Callable[[], float],
+) -> Verdict:
+    """The most severe verdict among a task group's errors (the first of equals).
+
+    A group is retryable only if every error in it is: one fatal error among transient
+    ones fails the item.
+    """
+    verdicts = [
+        classify(inner, operation=operation, wall_clock=wall_clock) for inner in group.exceptions
+    ]
+    return max(verdicts, key=lambda verdict: _SEVERITY[verdict.action])
 
 
 def _own_error(exc: LayerhoistError) -> Verdict:
