@@ -157,6 +157,10 @@ def _present(hint: str) -> Rule:
 
 _DENIED_HINT = "the credentials in use are not allowed to call {operation}: check their IAM policy"
 _SIGNATURE_HINT = "the secret key does not match the access key (or the system clock is off)"
+_UNKNOWN_KEY_HINT = "the access key is not known to AWS: check the credentials"
+_EXPIRED_HINT = "the session credentials expired: refresh them (e.g. aws sso login)"
+_SSO_HINT = "the SSO session expired: run aws sso login"
+_PARAMETER_HINT = "the destination rejected a parameter of {operation}: check the repository name"
 
 #: Service error code -> rule. Hints may name ``{operation}`` (the API operation that failed).
 SERVICE_ERRORS: Mapping[str, Rule] = MappingProxyType(
@@ -202,27 +206,15 @@ SERVICE_ERRORS: Mapping[str, Rule] = MappingProxyType(
         ),
         "AccessDenied": _fail(_DENIED_HINT, CredentialsError),
         "AccessDeniedException": _fail(_DENIED_HINT, CredentialsError),
-        "UnrecognizedClientException": _fail(
-            "the access key is not known to AWS: check the credentials", CredentialsError
-        ),
-        "InvalidClientTokenId": _fail(
-            "the access key is not known to AWS: check the credentials", CredentialsError
-        ),
+        "UnrecognizedClientException": _fail(_UNKNOWN_KEY_HINT, CredentialsError),
+        "InvalidClientTokenId": _fail(_UNKNOWN_KEY_HINT, CredentialsError),
         "InvalidSignatureException": _fail(_SIGNATURE_HINT, CredentialsError),
         "SignatureDoesNotMatch": _fail(_SIGNATURE_HINT, CredentialsError),
         "MissingAuthenticationTokenException": _fail(_CREDENTIALS_HINT, CredentialsError),
-        "ExpiredToken": _fail(
-            "the session credentials expired: refresh them (e.g. aws sso login)", CredentialsError
-        ),
-        "ExpiredTokenException": _fail(
-            "the session credentials expired: refresh them (e.g. aws sso login)", CredentialsError
-        ),
-        "InvalidParameterException": _fail(
-            "the destination rejected a parameter of {operation}: check the repository name"
-        ),
-        "ValidationException": _fail(
-            "the destination rejected a parameter of {operation}: check the repository name"
-        ),
+        "ExpiredToken": _fail(_EXPIRED_HINT, CredentialsError),
+        "ExpiredTokenException": _fail(_EXPIRED_HINT, CredentialsError),
+        "InvalidParameterException": _fail(_PARAMETER_HINT),
+        "ValidationException": _fail(_PARAMETER_HINT),
         "LayersNotFoundException": _fail(
             "a blob the manifest references is missing from the repository: run the push again"
         ),
@@ -306,11 +298,11 @@ CLIENT_SETUP_ERRORS: tuple[tuple[type[BaseException], Rule], ...] = (
     ),
     (
         botocore.exceptions.TokenRetrievalError,
-        _fail("the SSO session expired: run aws sso login", CredentialsError),
+        _fail(_SSO_HINT, CredentialsError),
     ),
     (
         botocore.exceptions.UnauthorizedSSOTokenError,
-        _fail("the SSO session expired: run aws sso login", CredentialsError),
+        _fail(_SSO_HINT, CredentialsError),
     ),
     (botocore.exceptions.ProfileNotFound, _fail("check --profile and AWS_PROFILE", UsageError)),
     (botocore.exceptions.NoRegionError, _fail("pass --region or set AWS_REGION", UsageError)),
