@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio.to_thread
-import pybase64
 
 from layerhoist.registry import validation as v
 from layerhoist.registry.catalog import (
@@ -46,7 +45,7 @@ from layerhoist.registry.settings import RegistrySettings
 from layerhoist.registry.simulation import Simulator
 from layerhoist.registry.stats import RegistryStats
 from layerhoist.registry.storage import BlobStore, Upload
-from layerhoist.registry.wire import BLOB_FIELD, parse_object, split_part_body
+from layerhoist.registry.wire import BLOB_FIELD, Body, parse_object, parse_part_body
 
 T = TypeVar("T")
 Params = dict[str, Any]
@@ -160,12 +159,12 @@ class EcrApi:
             "PutImage": self._put_image,
         }
 
-    async def call(self, service: Service, operation: str, body: bytearray) -> Result:
+    async def call(self, service: Service, operation: str, body: Body) -> Result:
         """Run ``operation`` of ``service`` on a raw JSON request body."""
         if operation == "UploadLayerPart":
-            params, blob = split_part_body(body)
-            return await self._upload_layer_part(service, params, blob)
-        return await self._handlers[operation](service, parse_object(body))
+            params, data = await anyio.to_thread.run_sync(parse_part_body, body)
+            return await self._upload_layer_part(service, params, data)
+        return await self._handlers[operation](service, parse_object(body.contents()))
 
     # Shared helpers
 
@@ -412,19 +411,13 @@ class EcrApi:
         upload = self._store.new_upload(record.name, now=self._clock())
         return {"uploadId": upload.upload_id, "partSize": self._settings.part_size}
 
-    async def _upload_layer_part(
-        self, service: Service, params: Params, blob: memoryview | bytes
-    ) -> Result:
+    async def _upload_layer_part(self, service: Service, params: Params, data: bytes) -> Result:
         record = self._repository(service, params)
         first = v.required_int(params, "partFirstByte")
         last = v.required_int(params, "partLastByte")
         if params.get(BLOB_FIELD) != "":
             raise v.invalid(BLOB_FIELD, "a base64 string is required")
         upload = self._upload(record.name, params)
-        try:
-            data: bytes = await anyio.to_thread.run_sync(_decode_base64, blob)
-        except binascii.Error:
-            raise v.invalid(BLOB_FIELD, "not valid base64") from None
         async with upload.lock:
             self._still_open(upload)
             self._check_part(upload, first=first, last=last, length=len(data))
@@ -715,11 +708,6 @@ class EcrApi:
                 }
             ]
         }
-
-
-def _decode_base64(text: memoryview | bytes) -> bytes:
-    result: bytes = pybase64.b64decode(text, validate=True)
-    return result
 
 
 def _tag_status(params: Params) -> str:

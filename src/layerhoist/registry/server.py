@@ -35,7 +35,7 @@ from layerhoist.registry.sigv4 import SignatureError, verify_request
 from layerhoist.registry.simulation import ConnectionBandwidth, Simulator
 from layerhoist.registry.stats import RegistryStats
 from layerhoist.registry.storage import BlobStore
-from layerhoist.registry.wire import json_response, read_body
+from layerhoist.registry.wire import Body, BodyBuffers, json_response, read_body
 
 ECR_PATH = "/"
 OCI_PREFIX = "/v2"
@@ -64,6 +64,7 @@ class EmbeddedRegistry:
         self._wall_clock = wall_clock
         self._simulator = Simulator(settings.simulation, clock=clock, sleep=sleep)
         self._stats = RegistryStats()
+        self._buffers = BodyBuffers(capacity=settings.body_limit)
         self._pacers: weakref.WeakKeyDictionary[object, ConnectionBandwidth] = (
             weakref.WeakKeyDictionary()
         )
@@ -212,23 +213,29 @@ class EmbeddedRegistry:
             await _drop(request)
         pacer = self._pacer(request)
         body = await read_body(
-            request, limit=self.settings.body_limit, consume=_consume_with(pacer)
+            request,
+            buffers=self._buffers,
+            limit=self.settings.body_limit,
+            consume=_consume_with(pacer),
         )
-        await self._authenticate(request, body)
-        if service is None:
-            raise unknown_operation(target)
-        if self._simulator.throttled(operation):
-            raise EcrError(Code.THROTTLING, "Rate exceeded")
-        if fault == "error":
-            self._stats.faults[fault] += 1
-            raise EcrError(
-                Code.SERVER,
-                "An injected transient server error occurred",
-                status=HTTPStatus.INTERNAL_SERVER_ERROR,
-            )
-        return await self._ecr.call(service, operation, body)
+        try:
+            await self._authenticate(request, body)
+            if service is None:
+                raise unknown_operation(target)
+            if self._simulator.throttled(operation):
+                raise EcrError(Code.THROTTLING, "Rate exceeded")
+            if fault == "error":
+                self._stats.faults[fault] += 1
+                raise EcrError(
+                    Code.SERVER,
+                    "An injected transient server error occurred",
+                    status=HTTPStatus.INTERNAL_SERVER_ERROR,
+                )
+            return await self._ecr.call(service, operation, body)
+        finally:
+            self._buffers.release(body)
 
-    async def _authenticate(self, request: web.Request, body: bytearray) -> None:
+    async def _authenticate(self, request: web.Request, body: Body) -> None:
         credentials = self.settings.credentials
         if credentials is None:
             return
@@ -240,13 +247,13 @@ class EmbeddedRegistry:
                 path=request.rel_url.raw_path,
                 query_string=request.rel_url.raw_query_string,
                 headers=request.headers,
-                body=memoryview(body),
+                body=body.view,
                 credentials=credentials,
                 now=now,
                 max_skew=self.settings.signature_max_skew,
             )
 
-        if len(body) >= THREAD_VERIFY_THRESHOLD:
+        if body.length >= THREAD_VERIFY_THRESHOLD:
             await anyio.to_thread.run_sync(verify)
         else:
             verify()
