@@ -69,13 +69,13 @@ def ecr_client() -> ClientFactory:
     """``ecr_client(endpoint_url, service="ecr-public", **options)``: a real aioboto3 client.
 
     Dummy credentials (override with ``aws_access_key_id``/``aws_secret_access_key``),
-    region us-east-1, botocore retries off so every refusal reaches the test.
+    region us-east-1, botocore retries off (one attempt in all) so every refusal reaches the test.
     """
 
     def make(endpoint_url: str, service: str = "ecr-public", **options: Any) -> Any:
         options.setdefault("aws_access_key_id", TEST_ACCESS_KEY)
         options.setdefault("aws_secret_access_key", TEST_SECRET_KEY)
-        options.setdefault("config", Config(retries={"max_attempts": 1}))
+        options.setdefault("config", Config(retries={"total_max_attempts": 1}))
         return aioboto3.Session().client(
             service, endpoint_url=endpoint_url, region_name=TEST_REGION, **options
         )
