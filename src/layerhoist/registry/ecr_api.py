@@ -235,7 +235,10 @@ class EcrApi:
         expiry = self._simulator.settings.upload_expiry
         return expiry is not None and self._clock() - upload.last_activity > expiry
 
-    def _page(self, items: Sequence[T], params: Params) -> tuple[Sequence[T], str | None]:
+    def _paged(
+        self, key: str, items: Sequence[T], params: Params, render: Callable[[T], object]
+    ) -> Result:
+        """One page of ``items`` under ``key``, with a ``nextToken`` when more follow."""
         limit = params.get("maxResults", DEFAULT_PAGE)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise v.invalid("maxResults", f"must be an integer within 1..{MAX_PAGE}")
@@ -246,11 +249,11 @@ class EcrApi:
                 offset = int(base64.urlsafe_b64decode(str(token)).decode())
             except (ValueError, binascii.Error):
                 raise v.invalid("nextToken", "not a token this registry issued") from None
-        page = items[offset : offset + limit]
         following = offset + limit
-        if following >= len(items):
-            return page, None
-        return page, base64.urlsafe_b64encode(str(following).encode()).decode()
+        result: Result = {key: [render(item) for item in items[offset:following]]}
+        if following < len(items):
+            result["nextToken"] = base64.urlsafe_b64encode(str(following).encode()).decode()
+        return result
 
     def _image_ids(self, params: Params) -> list[Mapping[str, object]]:
         ids = v.required_list(params, "imageIds")
@@ -338,11 +341,9 @@ class EcrApi:
             records = self._catalog.repositories()
         else:
             records = [self._repository(service, {"repositoryName": name}) for name in names]
-        page, token = self._page(records, params)
-        result: Result = {"repositories": [self._repository_document(service, r) for r in page]}
-        if token is not None:
-            result["nextToken"] = token
-        return result
+        return self._paged(
+            "repositories", records, params, lambda r: self._repository_document(service, r)
+        )
 
     async def _delete_repository(self, service: Service, params: Params) -> Result:
         record = self._repository(service, params)
@@ -593,11 +594,7 @@ class EcrApi:
                         f"repository '{record.name}': {reason}",
                     )
                 images.append(image)
-        page, token = self._page(images, params)
-        result: Result = {"imageDetails": [self._image_detail(i) for i in page]}
-        if token is not None:
-            result["nextToken"] = token
-        return result
+        return self._paged("imageDetails", images, params, self._image_detail)
 
     async def _describe_image_tags(self, service: Service, params: Params) -> Result:
         record = self._repository(service, params)
@@ -623,11 +620,7 @@ class EcrApi:
                     },
                 }
             )
-        page, token = self._page(details, params)
-        result: Result = {"imageTagDetails": list(page)}
-        if token is not None:
-            result["nextToken"] = token
-        return result
+        return self._paged("imageTagDetails", details, params, _same)
 
     async def _list_images(self, service: Service, params: Params) -> Result:
         record = self._repository(service, params)
@@ -638,11 +631,7 @@ class EcrApi:
                 ids.extend({"imageDigest": image.digest, "imageTag": t} for t in image.tags)
             elif not image.tags and status != "TAGGED":
                 ids.append({"imageDigest": image.digest})
-        page, token = self._page(ids, params)
-        result: Result = {"imageIds": list(page)}
-        if token is not None:
-            result["nextToken"] = token
-        return result
+        return self._paged("imageIds", ids, params, _same)
 
     async def _batch_get_image(self, service: Service, params: Params) -> Result:
         record = self._repository(service, params)
@@ -708,6 +697,10 @@ class EcrApi:
                 }
             ]
         }
+
+
+def _same(item: Result) -> Result:
+    return item
 
 
 def _tag_status(params: Params) -> str:

@@ -128,6 +128,7 @@ class EmbeddedRegistry:
         except BaseException:
             await runner.cleanup()
             self._catalog.close()
+            self._catalog = None
             raise
         self._runner = runner
         host, port = runner.addresses[0][:2]
