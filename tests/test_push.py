@@ -206,7 +206,7 @@ async def test_chaos_every_image_lands_intact(
         result = await push(
             f"oci:{layout}",
             "ecr-public:chaos",
-            config=FAST.replace(pacing=False, layer_attempts=20, part_attempts=8),
+            config=FAST.replace(layer_attempts=20, part_attempts=8, retry_budget=10_000),
             options=options(registry),
         )
         assert result.ok, [i.error for i in result.images if i.error]

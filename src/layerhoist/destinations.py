@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterable, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -36,6 +37,7 @@ from layerhoist.config import ECR_MAX_DIGESTS_PER_CHECK, PushConfig
 from layerhoist.errors import UsageError
 from layerhoist.hashstream import Part
 from layerhoist.image import Manifest
+from layerhoist.metrics import RequestMetrics
 from layerhoist.pacing import PUBLISHED_QUOTAS, Pacer
 from layerhoist.reference import DestinationRef
 
@@ -78,6 +80,8 @@ class EcrDestination:
         if pacer is None and config.pacing:
             pacer = Pacer(quotas=PUBLISHED_QUOTAS[ref.service])
         self.pacer = pacer
+        #: Requests made, errors and latency percentiles per operation.
+        self.metrics = RequestMetrics()
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._bodies: dict[bytes, bytes] = {}
@@ -143,17 +147,18 @@ class EcrDestination:
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         method = getattr(self._client, _snake(operation))
-        if self.pacer is None:
-            result: dict[str, Any] = await method(**self._registry, **params)
-            return result
-        async with self.pacer.slot(operation):
+        async with self.pacer.slot(operation) if self.pacer else nullcontext():
+            started = time.monotonic()
             try:
                 response: dict[str, Any] = await method(**self._registry, **params)
             except Exception as exc:
-                if classify(exc, operation=operation).throttled:
+                self.metrics.record(operation, time.monotonic() - started, ok=False)
+                if self.pacer is not None and classify(exc, operation=operation).throttled:
                     self.pacer.throttled(operation)
                 raise
-        self.pacer.succeeded(operation)
+        self.metrics.record(operation, time.monotonic() - started, ok=True)
+        if self.pacer is not None:
+            self.pacer.succeeded(operation)
         return response
 
     async def ensure_repository(self, *, create: bool) -> None:

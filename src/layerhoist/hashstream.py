@@ -65,7 +65,8 @@ class PartReader:
 
     Use as an async context manager and iterate :meth:`parts`. After the last part,
     :attr:`digest`, :attr:`size` and :attr:`fingerprints` describe what was read and
-    :meth:`verify` checks them against what the manifest promised.
+    :meth:`verify` checks them against the ``digest`` and ``size`` the manifest promised
+    (the size also sizes each part's charge against the memory ``budget``).
 
     ``expected_fingerprints`` are the xxh3 values of an earlier read of the same blob:
     a part that hashes differently means the source changed underneath us, which is
@@ -77,6 +78,7 @@ class PartReader:
         chunks: AsyncIterator[bytes],
         *,
         digest: str,
+        size: int,
         part_size: int,
         budget: ByteBudget,
         read_ahead: int,
@@ -85,6 +87,7 @@ class PartReader:
     ) -> None:
         self._chunks = chunks
         self._expected_digest = digest
+        self._expected_size = size
         self._part_size = part_size
         self._budget = budget
         self._read_ahead = read_ahead
@@ -141,25 +144,25 @@ class PartReader:
 
     async def _produce(self, send: MemoryObjectSendStream[Part]) -> None:
         async with send:
-            pending = bytearray()
+            # Chunks are kept as they come and joined only when a part spans several:
+            # a source that yields part-sized chunks (as ours do) costs no copy at all.
+            pieces: list[bytes] = []
+            held = 0
             index = 0
-            lease = await self._budget.acquire(part_cost(self._part_size))
+            lease = await self._lease(index)
             try:
                 async for chunk in self._chunks:
-                    if not pending and len(chunk) == self._part_size:
-                        await self._emit(send, index, chunk, lease)
-                        index += 1
-                        lease = await self._budget.acquire(part_cost(self._part_size))
-                        continue
-                    pending += chunk
-                    while len(pending) >= self._part_size:
-                        data = bytes(pending[: self._part_size])
-                        del pending[: self._part_size]
+                    pieces.append(chunk)
+                    held += len(chunk)
+                    while held >= self._part_size:
+                        joined = b"".join(pieces)
+                        data, rest = joined[: self._part_size], joined[self._part_size :]
+                        pieces, held = ([rest], len(rest)) if rest else ([], 0)
                         await self._emit(send, index, data, lease)
                         index += 1
-                        lease = await self._budget.acquire(part_cost(self._part_size))
-                if pending or index == 0:
-                    await self._emit(send, index, bytes(pending), lease)
+                        lease = await self._lease(index)
+                if held or index == 0:
+                    await self._emit(send, index, b"".join(pieces), lease)
                 else:
                     lease.release()
             except Exception as exc:
@@ -168,6 +171,14 @@ class PartReader:
             except BaseException:
                 lease.release()
                 raise
+
+    async def _lease(self, index: int) -> Lease:
+        # Charge what the part will really hold: a small blob must not reserve a
+        # whole part's worth of the budget (the manifest's size is a promise, so a
+        # blob longer than promised is charged a full part from there on).
+        remaining = self._expected_size - index * self._part_size
+        nbytes = self._part_size if remaining <= 0 else min(self._part_size, remaining)
+        return await self._budget.acquire(part_cost(nbytes))
 
     async def _emit(
         self, send: MemoryObjectSendStream[Part], index: int, data: bytes, lease: Lease
@@ -194,12 +205,12 @@ class PartReader:
         self.fingerprints.append(fingerprint)
         await send.send(part)
 
-    def verify(self, *, expected_size: int) -> None:
+    def verify(self) -> None:
         """Raise :class:`CorruptBlobError` unless what was read matches the manifest."""
-        if self.digest != self._expected_digest or self.size != expected_size:
+        if self.digest != self._expected_digest or self.size != self._expected_size:
             raise CorruptBlobError(
                 f"source blob {self._expected_digest} is corrupt: its {self.size} bytes "
-                f"hash to {self.digest} (the manifest promises {expected_size} bytes)",
+                f"hash to {self.digest} (the manifest promises {self._expected_size} bytes)",
                 digest=self._expected_digest,
             )
 

@@ -182,6 +182,8 @@ class Pipeline:
         result.blobs = [blob.outcome for blob in self._blobs.values()]
         result.retries = list(self._events)
         result.seconds = self._clock() - started
+        result.requests = self._destination.metrics.to_json()
+        result.memory_peak = self._budget.peak
         return result
 
     def _target_name(self, tag: str | None) -> str:
@@ -240,6 +242,7 @@ class Pipeline:
         reader = PartReader(
             self._source.blob_chunks(descriptor, chunk_size=part_size),
             digest=digest,
+            size=descriptor.size,
             part_size=part_size,
             budget=self._budget,
             read_ahead=self._config.read_ahead_parts,
@@ -262,7 +265,7 @@ class Pipeline:
         blob.fingerprint_part_size = part_size
         # The destination would recompute the digest and refuse the layer anyway;
         # checking first names the corrupt source blob instead of retrying it.
-        reader.verify(expected_size=descriptor.size)
+        reader.verify()
         await self.retry(
             lambda: self._destination.complete_upload(upload_id, digest), subject=digest
         )

@@ -54,6 +54,10 @@ class PushResult:
     blobs: list[BlobOutcome] = field(default_factory=list)
     retries: list[RetryEvent] = field(default_factory=list)
     seconds: float = 0.0
+    #: Per operation: requests, errors, seconds and latency percentiles.
+    requests: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    #: The most layer bytes held in memory at once (the memory budget's peak).
+    memory_peak: int = 0
 
     @property
     def ok(self) -> bool:
@@ -91,6 +95,8 @@ class PushResult:
             "destination": self.destination,
             "seconds": round(self.seconds, 3),
             "bytes_uploaded": self.bytes_uploaded,
+            "memory_peak": self.memory_peak,
+            "requests": self.requests,
             "images": [dataclasses.asdict(image) for image in self.images],
             "blobs": [dataclasses.asdict(blob) for blob in self.blobs],
             "retries": {
