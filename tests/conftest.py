@@ -12,7 +12,11 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable, Sequence
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +94,51 @@ async def public_client(
     """An ``ecr-public`` client of the ``registry`` fixture."""
     async with ecr_client(registry.endpoint_url) as client:
         yield client
+
+
+#: moto_server, installed in the same environment as the interpreter running the tests.
+MOTO_SERVER = Path(sys.executable).parent / "moto_server"
+MOTO_START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on (at the time of asking)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A local TCP port nothing listens on: connections to it are refused."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """URL of a ``moto_server`` (a third-party ECR implementation) on a free local port."""
+    port = free_port()
+    process = subprocess.Popen(
+        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + MOTO_START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail("moto_server exited during start-up")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("moto_server did not start listening")
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
 
 
 @pytest.fixture

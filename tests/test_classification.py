@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import errno
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from email.utils import formatdate
 from pathlib import Path
@@ -356,42 +353,6 @@ def test_exhausted_budget_fails() -> None:
 # --- real errors over HTTP ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError("moto_server exited during start-up")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("moto_server did not start listening")
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
-
-
 async def _raised(client: Any, operation: str, **params: Any) -> BaseException:
     """The exception ``operation`` raises over the wire."""
     method = getattr(client, botocore.xform_name(operation))
@@ -401,8 +362,10 @@ async def _raised(client: Any, operation: str, **params: Any) -> BaseException:
 
 
 @pytest.mark.anyio
-async def test_real_missing_repository_over_http(moto_url: str, ecr_client: ClientFactory) -> None:
-    async with ecr_client(moto_url, "ecr", config=NO_BOTOCORE_RETRIES) as client:
+async def test_real_missing_repository_over_http(
+    moto_endpoint: str, ecr_client: ClientFactory
+) -> None:
+    async with ecr_client(moto_endpoint, "ecr", config=NO_BOTOCORE_RETRIES) as client:
         exc = await _raised(client, "InitiateLayerUpload", repositoryName="missing/repo")
     verdict = classify(exc)
     assert verdict.action is Action.FAIL
@@ -416,9 +379,9 @@ async def test_real_missing_repository_over_http(moto_url: str, ecr_client: Clie
 
 @pytest.mark.anyio
 async def test_real_existing_repository_is_flagged_present(
-    moto_url: str, ecr_client: ClientFactory
+    moto_endpoint: str, ecr_client: ClientFactory
 ) -> None:
-    async with ecr_client(moto_url, "ecr", config=NO_BOTOCORE_RETRIES) as client:
+    async with ecr_client(moto_endpoint, "ecr", config=NO_BOTOCORE_RETRIES) as client:
         await client.create_repository(repositoryName="twice")
         exc = await _raised(client, "CreateRepository", repositoryName="twice")
     verdict = classify(exc)
@@ -427,9 +390,11 @@ async def test_real_existing_repository_is_flagged_present(
 
 
 @pytest.mark.anyio
-async def test_real_connection_refused_retries_the_part(ecr_client: ClientFactory) -> None:
+async def test_real_connection_refused_retries_the_part(
+    ecr_client: ClientFactory, unused_port: int
+) -> None:
     async with ecr_client(
-        f"http://127.0.0.1:{_free_port()}", "ecr", config=NO_BOTOCORE_RETRIES
+        f"http://127.0.0.1:{unused_port}", "ecr", config=NO_BOTOCORE_RETRIES
     ) as client:
         exc = await _raised(client, "InitiateLayerUpload", repositoryName="any")
     assert isinstance(exc, botocore.exceptions.EndpointConnectionError)

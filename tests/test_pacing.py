@@ -12,6 +12,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
+from fakes import FakeClock
 from layerhoist.classification import classify
 from layerhoist.pacing import (
     DEFAULT_HEADROOM,
@@ -31,26 +32,6 @@ RegistryFactory = Callable[..., EmbeddedRegistry]
 
 #: Real-time guard so a lost wake-up fails the test instead of hanging the suite.
 HANG_GUARD_SECONDS = 10.0
-
-
-class FakeClock:
-    """A clock that only moves when someone sleeps on it; every sleep is recorded.
-
-    A sleep of ``d`` started at ``t`` moves the clock to ``t + d`` (never backwards).
-    """
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        target = self.now + delay
-        await anyio.lowlevel.checkpoint()
-        self.now = max(self.now, target)
 
 
 def bucket(clock: FakeClock, *, rate: float, burst: float) -> TokenBucket:

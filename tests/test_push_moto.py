@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aioboto3
@@ -19,40 +15,8 @@ from layerhoist.synthetic import write_oci_layout
 
 pytestmark = pytest.mark.anyio
 
-MOTO_SERVER = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "moto_server"
-START_TIMEOUT = 30.0
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            assert process.poll() is None, "moto_server exited during start-up"
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "moto_server did not start"
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait()
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
+from fakes import FakeClock
 from layerhoist.classification import Action, RetriesExhausted, classify
 from layerhoist.config import PushConfig
 from layerhoist.pacing import Pacer
@@ -30,27 +31,6 @@ PART_BACKOFF = Backoff(initial=1.0, base=2.0, maximum=10.0)
 NO_JITTER = Backoff(initial=0.0, base=2.0, maximum=60.0)
 #: Real-time guard so a lost wake-up fails the test instead of hanging the suite.
 HANG_GUARD_SECONDS = 10.0
-
-
-class FakeClock:
-    """A clock that only moves when someone sleeps on it; every sleep is recorded.
-
-    A sleep of ``d`` started at ``t`` moves the clock to ``t + d`` (never backwards), so
-    several tasks sleeping toward the same instant move it there once.
-    """
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, delay: float) -> None:
-        self.sleeps.append(delay)
-        target = self.now + delay
-        await anyio.lowlevel.checkpoint()
-        self.now = max(self.now, target)
 
 
 def make_scheduler(

@@ -61,7 +61,7 @@ class PushConfig:
     #: the next retryable error fails its image instead.
     retry_budget: int = 1000
     #: First backoff delay. Retry n waits
-    #: ``uniform(0, min(backoff_max, backoff_initial * backoff_base**n))`` (full jitter).
+    #: ``uniform(0, min(backoff_max, backoff_initial * backoff_base**(n - 1)))`` (full jitter).
     backoff_initial: float = 0.2
     #: Exponential base of the backoff.
     backoff_base: float = 2.0
