@@ -206,7 +206,10 @@ async def test_chaos_every_image_lands_intact(
         result = await push(
             f"oci:{layout}",
             "ecr-public:chaos",
-            config=FAST.replace(layer_attempts=20, part_attempts=8, retry_budget=10_000),
+            # The registry enforces tight quotas: pace to the published ones and adapt.
+            config=FAST.replace(
+                pacing="published", layer_attempts=20, part_attempts=8, retry_budget=10_000
+            ),
             options=options(registry),
         )
         assert result.ok, [i.error for i in result.images if i.error]

@@ -10,13 +10,13 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import NoReturn, get_args
 
 import anyio
 from rich.console import Console
 
 from layerhoist import __version__
-from layerhoist.config import PushConfig, parse_size
+from layerhoist.config import Pacing, PushConfig, parse_size
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import LayerhoistError
 from layerhoist.pipeline import ProgressSink
@@ -92,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.retry_budget,
         help=f"retries allowed over the whole run (default {defaults.retry_budget})",
     )
-    p.add_argument("--no-pacing", action="store_true", help="do not pace requests to quotas")
+    p.add_argument(
+        "--pacing",
+        choices=get_args(Pacing),
+        default=defaults.pacing,
+        help="pace requests to the published quotas: auto (on AWS endpoints), published, off",
+    )
     p.add_argument("--endpoint-url", help="API endpoint (e.g. the embedded registry's URL)")
     p.add_argument("--region", help="AWS region (ECR private; ECR Public is us-east-1)")
     p.add_argument("--profile", help="AWS profile from the shared config")
@@ -120,7 +125,7 @@ async def _run_push(args: argparse.Namespace) -> PushResult:
         part_size=args.part_size,
         memory_budget=args.memory_budget,
         retry_budget=args.retry_budget,
-        pacing=not args.no_pacing,
+        pacing=args.pacing,
     )
     options = DestinationOptions(
         endpoint_url=args.endpoint_url,

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+Pacing = Literal["auto", "published", "off"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -37,7 +40,7 @@ class PushConfig:
 
     #: Blobs uploading at once across all images of a run (the unit of concurrency:
     #: the parts of one ECR layer must be sent one after another).
-    blob_concurrency: int = 8
+    blob_concurrency: int = 16
     #: Part size to request; ``None`` follows the ``partSize`` the service returns
     #: at InitiateLayerUpload, clamped to ``[min_part_size, max_part_size]``.
     part_size: int | None = None
@@ -67,9 +70,11 @@ class PushConfig:
     backoff_base: float = 2.0
     #: Ceiling of one backoff delay.
     backoff_max: float = 20.0
-    #: Pace requests per operation on the client with token buckets seeded from the
-    #: destination's published quotas, instead of only reacting to throttling.
-    pacing: bool = True
+    #: Client-side pacing per operation, with token buckets at the destination's published
+    #: quotas that halve when the service throttles anyway: ``"published"`` always,
+    #: ``"off"`` never, ``"auto"`` when the endpoint is AWS's own (the published quotas
+    #: mean nothing to a local or third-party endpoint).
+    pacing: Pacing = "auto"
     #: TCP connect timeout of one request.
     connect_timeout: float = 10.0
     #: Read timeout of one request (a part upload over a slow link needs room).
@@ -90,6 +95,8 @@ class PushConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.pacing not in get_args(Pacing):
+            raise ValueError(f"pacing must be one of {get_args(Pacing)}, got {self.pacing!r}")
         if self.read_ahead_parts < 0:
             raise ValueError(f"read_ahead_parts must be >= 0, got {self.read_ahead_parts}")
         if self.retry_budget < 0:

@@ -26,6 +26,7 @@ from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import aioboto3
 import pybase64
@@ -41,6 +42,8 @@ from layerhoist.metrics import RequestMetrics
 from layerhoist.pacing import PUBLISHED_QUOTAS, Pacer
 from layerhoist.reference import DestinationRef
 
+#: Hosts under these domains are AWS's own endpoints, where the published quotas apply.
+AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
 #: ECR Public's API is served from us-east-1 only, whatever region the images serve from.
 ECR_PUBLIC_REGION = "us-east-1"
 #: A per-run random prefix makes the marker that stands in for a part in botocore's
@@ -77,7 +80,7 @@ class EcrDestination:
         self.ref = ref
         self._config = config
         self._options = options or DestinationOptions()
-        if pacer is None and config.pacing:
+        if pacer is None and self._paced():
             pacer = Pacer(quotas=PUBLISHED_QUOTAS[ref.service])
         self.pacer = pacer
         #: Requests made, errors and latency percentiles per operation.
@@ -91,6 +94,15 @@ class EcrDestination:
         # registryId is optional in every call; the repository is named per call
         # because DescribeRepositories takes a list of names instead.
         self._registry: dict[str, str] = {"registryId": registry_id} if registry_id else {}
+
+    def _paced(self) -> bool:
+        if self._config.pacing != "auto":
+            return self._config.pacing == "published"
+        endpoint = self._options.endpoint_url
+        if endpoint is None:
+            return True
+        host = urlsplit(endpoint).hostname or ""
+        return host.endswith(AWS_DOMAINS)
 
     @property
     def service(self) -> str:
