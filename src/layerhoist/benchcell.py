@@ -1,0 +1,239 @@
+"""One measured push of ``layerhoist bench``, in a process of its own.
+
+``python -m layerhoist.benchcell`` reads a :class:`CellSpec` as JSON on stdin, pushes once, and
+prints one JSON object on stdout: the push report (requests and latency per operation, retries
+by cause, bytes, seconds), the CPU seconds of the push alone (whole process, event-loop thread,
+synthetic generation) and what the client-side pacer did per operation; or ``{"error": ...}``
+and exit code 1 when the push could not start. Progress lines go to stderr.
+
+The bench starts one process per measured run, so that each run's CPU time and peak RSS are
+its own (the parent reads them with ``os.wait4``) and no run inherits another's heap. The push
+is built from the public pieces :func:`layerhoist.push.push` uses (an
+:class:`~layerhoist.destinations.EcrDestination` and a :class:`~layerhoist.pipeline.Pipeline`),
+because the bench needs the destination's pacer statistics and a source object
+(:class:`~layerhoist.benchsynth.SyntheticSource`) that no reference string names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import anyio
+
+from layerhoist.benchsynth import SyntheticPlan, SyntheticSource
+from layerhoist.classification import classify, to_user_error
+from layerhoist.config import Pacing, PushConfig
+from layerhoist.destinations import DestinationOptions, EcrDestination
+from layerhoist.errors import LayerhoistError
+from layerhoist.pipeline import Pipeline
+from layerhoist.reference import parse_destination, parse_source
+from layerhoist.report import ImageOutcome, format_bytes
+from layerhoist.scheduler import RetryEvent
+from layerhoist.sources import Source, open_source
+
+#: Requests that set the repository up before the push; they are left out of its figures.
+SETUP_OPERATIONS = frozenset({"DescribeRepositories", "CreateRepository"})
+EXIT_OK = 0
+EXIT_FAILED = 1
+#: 128 + SIGINT.
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True, kw_only=True)
+class CellSpec:
+    """What one measured push does. Exactly one of ``plan`` and ``source`` is set."""
+
+    #: ``ecr-public:REPO`` or any form :func:`~layerhoist.reference.parse_destination` takes.
+    destination: str
+    #: A :class:`SyntheticPlan` in its JSON form.
+    plan: dict[str, Any] | None = None
+    #: A source reference (``oci:DIR[:TAG]``, ``docker-archive:FILE[:TAG]``).
+    source: str | None = None
+    blob_concurrency: int
+    #: ``None`` follows the service's ``partSize``.
+    part_size: int | None = None
+    #: Client-side pacing (:attr:`~layerhoist.config.PushConfig.pacing`).
+    pacing: Pacing = "auto"
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    registry_id: str | None = None
+    #: Seconds between progress lines on stderr; ``None`` prints none.
+    progress_interval: float | None = None
+    #: Starts every progress line.
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.plan is None) == (self.source is None):
+            raise ValueError("a cell needs exactly one of plan and source")
+
+    def to_json(self) -> str:
+        """The spec as a JSON document (what the cell process reads on stdin)."""
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> CellSpec:
+        """The spec :meth:`to_json` wrote."""
+        return cls(**json.loads(text))
+
+    def config(self) -> PushConfig:
+        """The push settings of the cell (defaults for everything the bench does not sweep)."""
+        return PushConfig(
+            blob_concurrency=self.blob_concurrency, part_size=self.part_size, pacing=self.pacing
+        )
+
+
+class CellProgress:
+    """A :class:`~layerhoist.pipeline.ProgressSink` printing one line every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        label: str,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._stream = stream
+        self._label = label
+        self._interval = interval
+        self._clock = clock
+        self._started = clock()
+        self._last = self._started
+        self._sent = 0
+        self._blobs = 0
+        self._images = 0
+        self._retries = 0
+
+    def _tick(self) -> None:
+        now = self._clock()
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        elapsed = now - self._started
+        rate = self._sent / elapsed if elapsed > 0 else 0.0
+        print(
+            f"{self._label}[{elapsed:5.1f}s] {format_bytes(self._sent)} sent "
+            f"({format_bytes(rate)}/s), {self._blobs} blobs, {self._images} images, "
+            f"{self._retries} retries",
+            file=self._stream,
+            flush=True,
+        )
+
+    def blob_started(self, digest: str, size: int) -> None:
+        """See :class:`~layerhoist.pipeline.ProgressSink`."""
+
+    def bytes_sent(self, digest: str, nbytes: int) -> None:
+        """See :class:`~layerhoist.pipeline.ProgressSink`."""
+        self._sent += nbytes
+        self._tick()
+
+    def blob_finished(self, digest: str, *, ok: bool) -> None:
+        """See :class:`~layerhoist.pipeline.ProgressSink`."""
+        self._blobs += 1
+        self._tick()
+
+    def image_finished(self, outcome: ImageOutcome) -> None:
+        """See :class:`~layerhoist.pipeline.ProgressSink`."""
+        self._images += 1
+        self._tick()
+
+    def retried(self, event: RetryEvent) -> None:
+        """See :class:`~layerhoist.pipeline.ProgressSink`."""
+        self._retries += 1
+        self._tick()
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run_cell(spec: CellSpec) -> dict[str, Any]:
+    """Push as ``spec`` says and return the figures (the JSON the process prints)."""
+    config = spec.config()
+    destination = parse_destination(spec.destination)
+    options = DestinationOptions(
+        endpoint_url=spec.endpoint_url,
+        region=spec.region,
+        profile=spec.profile,
+        registry_id=spec.registry_id,
+        create_repository=True,
+    )
+    synthetic = SyntheticSource(SyntheticPlan.from_json(spec.plan)) if spec.plan else None
+    source: Source = synthetic or open_source(parse_source(spec.source or ""))
+    try:
+        images = await source.load()
+        async with EcrDestination(destination, config=config, options=options) as dest:
+            progress = (
+                None
+                if spec.progress_interval is None
+                else CellProgress(sys.stderr, label=spec.label, interval=spec.progress_interval)
+            )
+            pipeline = Pipeline(source=source, destination=dest, config=config, progress=progress)
+            try:
+                await pipeline.retry(
+                    lambda: dest.ensure_repository(create=True), subject=str(destination)
+                )
+            except LayerhoistError:
+                raise
+            except Exception as exc:
+                raise to_user_error(classify(exc), subject=str(destination)) from exc
+            cpu_started = _cpu_seconds()
+            loop_started = time.thread_time()
+            result = await pipeline.run(images, targets=[image.tag for image in images])
+            cpu = _cpu_seconds() - cpu_started
+            loop_cpu = time.thread_time() - loop_started
+            pacing = (
+                {op: dataclasses.asdict(stats) for op, stats in dest.pacer.stats.items()}
+                if dest.pacer
+                else {}
+            )
+    finally:
+        await source.aclose()
+    report = result.to_json()
+    errors = [image.error for image in result.images if image.error]
+    return {
+        "ok": result.ok,
+        "error": errors[0] if errors else None,
+        "seconds": result.seconds,
+        "bytes_sent": result.bytes_uploaded,
+        "layer_bytes": sum(b.size for b in result.blobs if b.status == "uploaded"),
+        "blobs_uploaded": sum(b.status == "uploaded" for b in result.blobs),
+        "images_pushed": sum(image.status == "pushed" for image in result.images),
+        "images": len(result.images),
+        "requests": {
+            op: figures for op, figures in report["requests"].items() if op not in SETUP_OPERATIONS
+        },
+        "retries": result.retry_causes(),
+        "memory_peak": result.memory_peak,
+        "cpu_seconds": cpu,
+        "loop_cpu_seconds": loop_cpu,
+        "source_cpu_seconds": synthetic.generation_cpu_seconds if synthetic else 0.0,
+        "pacing": pacing,
+    }
+
+
+def main() -> int:
+    """Entry point of ``python -m layerhoist.benchcell``: spec on stdin, figures on stdout."""
+    try:
+        spec = CellSpec.from_json(sys.stdin.read())
+        figures = anyio.run(run_cell, spec, backend="asyncio")
+    except LayerhoistError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    print(json.dumps(figures))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

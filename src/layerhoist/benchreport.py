@@ -1,0 +1,460 @@
+"""What ``layerhoist bench`` measured: one record per run, the limiting factor, table and JSON.
+
+A run is one push in a client process of its own. Its record joins three views of it:
+
+- the client's own report (:mod:`layerhoist.benchcell`): bytes, seconds, requests and latency
+  per operation, retries by cause, CPU of the push, what the pacer did;
+- the kernel's, read by the parent with ``os.wait4``: CPU of the whole process and peak RSS;
+- the embedded registry's, when there is one: its counters (bytes received in parts,
+  requests) and its CPU time, as deltas over the run.
+
+The limiting factor is named from *pressures*, each the fraction of a ceiling the run used:
+
+- ``link``: layer bytes per second over what the connections in use can carry. The wire
+  carries parts as base64, so a connection of ``B`` bytes/s moves ``B * 3/4`` of layer bytes.
+- ``quota``: per paced operation, requests per second over the client's paced rate (a fraction
+  of the published quota); any throttling by the service counts as full pressure.
+- ``client_loop`` / ``server_loop``: CPU of the event-loop thread over one core (each side
+  runs one event loop; hashing, encoding and decoding run in worker threads).
+- ``machine``: CPU of client and server together over every core of this machine (client and
+  embedded registry share it).
+
+The largest pressure names the limit; when none reaches :data:`SATURATED`, nothing is
+saturated and the run is bound by request round trips at its concurrency.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from layerhoist import __version__
+from layerhoist.config import GiB, MiB, PushConfig
+from layerhoist.hashstream import BASE64_EXPANSION, part_cost
+
+#: Decimal megabyte: throughput is reported in MB/s, as network rates are.
+MB = 10**6
+MS_PER_SECOND = 1000.0
+#: A pressure at least this high means that resource is what the run waited on.
+SATURATED = 0.6
+#: Throttled requests make the quota pressure this high whatever the request rate.
+THROTTLED_PRESSURE = 1.0
+PART_OPERATION = "UploadLayerPart"
+PERCENTILES = ("p50", "p95", "p99")
+#: Packages whose versions go into the environment of a report.
+REPORTED_PACKAGES = ("aioboto3", "aiobotocore", "botocore", "aiohttp", "anyio", "pybase64")
+_CPUINFO = Path("/proc/cpuinfo")
+_MEMINFO = Path("/proc/meminfo")
+_KIB = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProcessUsage:
+    """What the kernel says a finished client process cost (``os.wait4``)."""
+
+    cpu_seconds: float
+    peak_rss_bytes: int
+    exit_code: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerUsage:
+    """Deltas of the embedded registry over one run; ``None`` fields were not measurable."""
+
+    cpu_seconds: float | None
+    loop_cpu_seconds: float | None
+    part_bytes_received: int
+    requests: Mapping[str, int]
+    errors: Mapping[str, int]
+
+
+def memory_bound(*, concurrency: int, part_size: int) -> int:
+    """Layer bytes a push may hold at once, by the formula in :mod:`layerhoist.config`."""
+    config = PushConfig(blob_concurrency=concurrency, part_size=part_size)
+    wanted = concurrency * (config.read_ahead_parts + 1) * part_cost(part_size)
+    return min(config.memory_budget, wanted)
+
+
+def _share(numerator: float, denominator: float | None) -> float | None:
+    if denominator is None or denominator <= 0:
+        return None
+    return numerator / denominator
+
+
+def pressures(
+    client: Mapping[str, Any],
+    *,
+    concurrency: int,
+    bandwidth: float | None,
+    server: ServerUsage | None,
+    cpus: int,
+) -> dict[str, Any]:
+    """The pressures of one run (see the module docstring); ``None`` where not measurable."""
+    seconds = client["seconds"]
+    connections = max(1, min(concurrency, client["blobs_uploaded"]))
+    link = _share(
+        client["layer_bytes"] / seconds,
+        None if bandwidth is None else connections * bandwidth / BASE64_EXPANSION,
+    )
+    quota: dict[str, float] = {}
+    for operation, stats in client["pacing"].items():
+        if stats["requests"] == 0:
+            continue
+        rate = stats["requests"] / seconds
+        share = rate / stats["paced_rate"]
+        quota[operation] = max(share, THROTTLED_PRESSURE) if stats["throttles"] else share
+    server_cpu = None if server is None else server.cpu_seconds
+    machine_cpu = client["cpu_seconds"] + (server_cpu or 0.0)
+    return {
+        "link": link,
+        "quota": quota,
+        "client_loop": client["loop_cpu_seconds"] / seconds,
+        "server_loop": (
+            None
+            if server is None or server.loop_cpu_seconds is None
+            else server.loop_cpu_seconds / seconds
+        ),
+        "machine": machine_cpu / seconds / cpus,
+    }
+
+
+def limiting_factor(
+    pressure: Mapping[str, Any],
+    *,
+    client: Mapping[str, Any],
+    server: ServerUsage | None,
+    concurrency: int,
+    bandwidth: float | None,
+    latency_ms: float | None,
+    cpus: int,
+) -> str:
+    """Name the resource the run was bound by, with the figure that shows it."""
+    seconds = client["seconds"]
+    candidates: list[tuple[float, str]] = []
+    if pressure["link"] is not None and bandwidth is not None:
+        connections = max(1, min(concurrency, client["blobs_uploaded"]))
+        candidates.append(
+            (
+                pressure["link"],
+                f"per-connection bandwidth ({pressure['link']:.0%} of {connections} x "
+                f"{bandwidth / MB:g} MB/s)",
+            )
+        )
+    if pressure["quota"]:
+        operation = max(pressure["quota"], key=pressure["quota"].get)
+        stats = client["pacing"][operation]
+        throttled = f", {stats['throttles']} throttled" if stats["throttles"] else ""
+        candidates.append(
+            (
+                pressure["quota"][operation],
+                f"request-rate quota ({operation} {stats['requests'] / seconds:.1f}/s, paced "
+                f"at {stats['paced_rate']:.0f}/s of {stats['quota']:.0f}/s{throttled})",
+            )
+        )
+    candidates.append(
+        (pressure["client_loop"], f"client CPU (event loop {pressure['client_loop']:.0%} busy)")
+    )
+    if pressure["server_loop"] is not None:
+        candidates.append(
+            (pressure["server_loop"], f"server CPU (event loop {pressure['server_loop']:.0%} busy)")
+        )
+    server_cores = (
+        ""
+        if server is None or server.cpu_seconds is None
+        else f" + server {server.cpu_seconds / seconds:.1f}"
+    )
+    candidates.append(
+        (
+            pressure["machine"],
+            f"machine CPU (client {client['cpu_seconds'] / seconds:.1f}{server_cores} "
+            f"of {cpus} cores)",
+        )
+    )
+    share, label = max(candidates, key=lambda candidate: candidate[0])
+    if share >= SATURATED:
+        return label
+    in_flight = "1 blob" if concurrency == 1 else f"{concurrency} blobs"
+    if latency_ms:
+        waiting = f"round trips of {latency_ms:g} ms"
+    elif latency_ms is None:
+        waiting = "round trips"
+    else:
+        waiting = "each other's requests"
+    return f"nothing saturated: {in_flight} in flight wait on {waiting} (busiest: {label})"
+
+
+def run_record(
+    client: Mapping[str, Any],
+    usage: ProcessUsage,
+    *,
+    server: ServerUsage | None,
+    concurrency: int,
+    part_size: int,
+    repeat: int,
+    bandwidth: float | None,
+    latency_ms: float | None,
+    cpus: int,
+) -> dict[str, Any]:
+    """The JSON record of one finished run."""
+    seconds = client["seconds"]
+    parts = client["requests"].get(PART_OPERATION, {})
+    push_cpu = client["cpu_seconds"] - client["source_cpu_seconds"]
+    pressure = pressures(
+        client, concurrency=concurrency, bandwidth=bandwidth, server=server, cpus=cpus
+    )
+    received = None if server is None else server.part_bytes_received
+    return {
+        "concurrency": concurrency,
+        "part_size": part_size,
+        "repeat": repeat,
+        "ok": client["ok"],
+        "error": client["error"],
+        "seconds": round(seconds, 4),
+        "images_pushed": client["images_pushed"],
+        "blobs_uploaded": client["blobs_uploaded"],
+        "layer_bytes": client["layer_bytes"],
+        "bytes_sent": client["bytes_sent"],
+        "throughput_mb_s": round(client["layer_bytes"] / seconds / MB, 3),
+        "blobs_per_s": round(client["blobs_uploaded"] / seconds, 3),
+        "requests": client["requests"],
+        "part_latency": {p: parts.get(p) for p in PERCENTILES},
+        "retries": client["retries"],
+        "client": {
+            "cpu_seconds": round(client["cpu_seconds"], 4),
+            "loop_cpu_seconds": round(client["loop_cpu_seconds"], 4),
+            "source_cpu_seconds": round(client["source_cpu_seconds"], 4),
+            "cpu_seconds_per_gib": round(push_cpu / (client["bytes_sent"] / GiB), 3)
+            if client["bytes_sent"]
+            else None,
+            "process_cpu_seconds": round(usage.cpu_seconds, 4),
+            "peak_rss_bytes": usage.peak_rss_bytes,
+            "exit_code": usage.exit_code,
+        },
+        "memory": {
+            "held_peak_bytes": client["memory_peak"],
+            "bound_bytes": memory_bound(concurrency=concurrency, part_size=part_size),
+        },
+        "pacing": client["pacing"],
+        "server": None
+        if server is None
+        else {
+            "cpu_seconds": server.cpu_seconds,
+            "loop_cpu_seconds": server.loop_cpu_seconds,
+            "part_bytes_received": server.part_bytes_received,
+            "requests": dict(server.requests),
+            "errors": dict(server.errors),
+        },
+        "bytes_check": None
+        if received is None
+        else {
+            "registry_received": received,
+            "bench_sent": client["bytes_sent"],
+            "equal": received == client["bytes_sent"],
+        },
+        "pressure": pressure,
+        "limit": limiting_factor(
+            pressure,
+            client=client,
+            server=server,
+            concurrency=concurrency,
+            bandwidth=bandwidth,
+            latency_ms=latency_ms,
+            cpus=cpus,
+        ),
+    }
+
+
+def failed_record(
+    *, concurrency: int, part_size: int, repeat: int, error: str, usage: ProcessUsage
+) -> dict[str, Any]:
+    """The JSON record of a run whose client could not push."""
+    return {
+        "concurrency": concurrency,
+        "part_size": part_size,
+        "repeat": repeat,
+        "ok": False,
+        "error": error,
+        "client": {
+            "process_cpu_seconds": round(usage.cpu_seconds, 4),
+            "peak_rss_bytes": usage.peak_rss_bytes,
+            "exit_code": usage.exit_code,
+        },
+    }
+
+
+def cells(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Group runs by (concurrency, part size): each cell shows its median-throughput run.
+
+    Every figure of a cell's row comes from that one real run; ``throughput_mb_s`` also
+    gives the minimum and maximum over the cell's successful runs.
+    """
+    groups: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["concurrency"], run["part_size"]), []).append(run)
+    result = []
+    for (concurrency, part_size), members in sorted(groups.items()):
+        good = sorted((r for r in members if r["ok"]), key=lambda r: r["throughput_mb_s"])
+        cell: dict[str, Any] = {
+            "concurrency": concurrency,
+            "part_size": part_size,
+            "runs": len(members),
+            "failed_runs": len(members) - len(good),
+        }
+        if good:
+            median = good[(len(good) - 1) // 2]
+            speeds = [r["throughput_mb_s"] for r in good]
+            cell.update(
+                throughput_mb_s={
+                    "median": statistics.median(speeds),
+                    "min": speeds[0],
+                    "max": speeds[-1],
+                },
+                median_run=median,
+            )
+        result.append(cell)
+    return result
+
+
+def environment() -> dict[str, Any]:
+    """Versions, interpreter, operating system, CPU and memory of this machine."""
+    versions: dict[str, str | None] = {
+        "layerhoist": __version__,
+        "python": platform.python_version(),
+    }
+    for package in REPORTED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "versions": versions,
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": _memory_total(),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in _CPUINFO.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_total() -> int | None:
+    try:
+        for line in _MEMINFO.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * _KIB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * MS_PER_SECOND:.0f}"
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / MiB:g}"
+
+
+def render_table(report: Mapping[str, Any], console: Console) -> None:
+    """Print one row per cell (its median run) and the outside checks below it."""
+    title = f"layerhoist bench: {report['settings']['target'] or 'no target opened'}"
+    table = Table(title=title, title_justify="left")
+    for heading in (
+        "blobs\nin flight",
+        "part\nMiB",
+        "MB/s",
+        "blobs/s",
+        "part ms\np50/p95/p99",
+        "requests",
+        "retries",
+        "CPU s\n/GiB",
+        "peak\nRSS MB",
+        "held/bound\nMiB",
+        "limited by",
+    ):
+        table.add_column(heading, justify="left" if heading == "limited by" else "right")
+    for cell in report["cells"]:
+        run = cell.get("median_run")
+        if run is None:
+            table.add_row(str(cell["concurrency"]), _mib(cell["part_size"]), *["-"] * 8, "failed")
+            continue
+        speed = cell["throughput_mb_s"]
+        spread = f"\n{speed['min']:.1f}-{speed['max']:.1f}" if cell["runs"] > 1 else ""
+        latency = "/".join(_ms(run["part_latency"][p]) for p in PERCENTILES)
+        requests = sum(op["requests"] for op in run["requests"].values())
+        retries = sum(run["retries"].values())
+        cpu = run["client"]["cpu_seconds_per_gib"]
+        memory = run["memory"]
+        table.add_row(
+            str(cell["concurrency"]),
+            _mib(cell["part_size"]),
+            f"{speed['median']:.1f}{spread}",
+            f"{run['blobs_per_s']:.1f}",
+            latency,
+            str(requests),
+            str(retries),
+            "-" if cpu is None else f"{cpu:.2f}",
+            f"{run['client']['peak_rss_bytes'] / MB:.0f}",
+            f"{memory['held_peak_bytes'] / MiB:.0f}/{memory['bound_bytes'] / MiB:.0f}",
+            run["limit"],
+        )
+    console.print(table)
+    for line in summary_lines(report):
+        console.print(line, highlight=False)
+
+
+def summary_lines(report: Mapping[str, Any]) -> list[str]:
+    """The lines printed under the table: workload, outside checks, interruption."""
+    workload = report["workload"]
+    lines = [
+        f"workload: {workload['description']}; "
+        f"each row is the run with the median MB/s of {report['settings']['repeat']}",
+    ]
+    runs = report["runs"]
+    checked = [run["bytes_check"] for run in runs if run.get("bytes_check")]
+    if checked:
+        differing = [c for c in checked if not c["equal"]]
+        sent = sum(c["bench_sent"] for c in checked)
+        received = sum(c["registry_received"] for c in checked)
+        verdict = "equal" if not differing else f"DIFFERENT in {len(differing)} runs"
+        lines.append(
+            f"outside check: the registry received {received} part bytes, the bench sent "
+            f"{sent}: {verdict}"
+        )
+    peaks = report["peak_rss_bytes"]
+    if peaks.get("clients"):
+        registry = peaks.get("registry")
+        server = f", embedded registry {registry / MB:.0f} MB" if registry else ""
+        lines.append(
+            f"peak RSS: clients {peaks['clients'] / MB:.0f} MB, bench process "
+            f"{peaks['bench_process'] / MB:.0f} MB{server}"
+        )
+    failed = [run for run in runs if not run["ok"]]
+    for run in failed:
+        lines.append(
+            f"FAILED run (concurrency {run['concurrency']}, part {_mib(run['part_size'])} MiB, "
+            f"repeat {run['repeat']}): {run['error']}"
+        )
+    if report["interrupted"]:
+        lines.append(f"interrupted: partial report of {len(runs)} finished runs")
+    return lines
