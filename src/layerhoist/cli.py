@@ -15,7 +15,7 @@ from typing import NoReturn, get_args
 import anyio
 from rich.console import Console
 
-from layerhoist import __version__
+from layerhoist import __version__, bench
 from layerhoist.config import Pacing, PushConfig, parse_size
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import LayerhoistError
@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = commands.add_parser("serve", help="run the embedded ECR-compatible registry")
     registry_cli.configure_parser(s)
+
+    b = commands.add_parser("bench", help="benchmark push speed and show what limits it")
+    bench.configure_parser(b)
     return parser
 
 
@@ -167,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return registry_cli.run(args)
+        if args.command == "bench":
+            return bench.run(args)
         return _push_command(args)
     except LayerhoistError as exc:
         print(f"layerhoist: error: {exc}", file=sys.stderr)
