@@ -122,9 +122,13 @@ class NetworkProfile:
     #: Bytes per second per connection; ``None`` is unlimited.
     bandwidth: float | None
 
-    def registry_args(self) -> list[str]:
-        """The ``python -m layerhoist.registry`` options that simulate this network."""
-        args = ["--quotas", QUOTA_PROFILE]
+    def registry_args(self, *, quotas: str | None = QUOTA_PROFILE) -> list[str]:
+        """The ``python -m layerhoist.registry`` options that simulate this network.
+
+        ``quotas`` names the request-rate quota profile the registry enforces too (``None``:
+        none).
+        """
+        args = [] if quotas is None else ["--quotas", quotas]
         if self.latency_ms:
             args += ["--latency-ms", f"{self.latency_ms:g}"]
         if self.bandwidth is not None:
