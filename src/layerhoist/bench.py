@@ -66,6 +66,7 @@ from layerhoist.benchreport import (
     cells,
     environment,
     failed_record,
+    load_average,
     render_table,
     run_record,
 )
@@ -722,6 +723,7 @@ class Bench:
         """Group the runs into cells and record the peak RSS the kernel saw."""
         report = self.report
         report["cells"] = cells(report["runs"])
+        report["environment"]["load_average_at_end"] = load_average()
         clients = [run["client"]["peak_rss_bytes"] for run in report["runs"]]
         report["peak_rss_bytes"].update(
             clients=max(clients, default=None),

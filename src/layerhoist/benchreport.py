@@ -326,7 +326,7 @@ def cells(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def environment() -> dict[str, Any]:
-    """Versions, interpreter, operating system, CPU and memory of this machine."""
+    """Versions, interpreter, operating system, CPU, memory and load of this machine."""
     versions: dict[str, str | None] = {
         "layerhoist": __version__,
         "python": platform.python_version(),
@@ -343,7 +343,17 @@ def environment() -> dict[str, Any]:
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "memory_bytes": _memory_total(),
+        # Other work on the machine skews every figure: this says how busy it was.
+        "load_average": load_average(),
     }
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages, where the system keeps them."""
+    try:
+        return [round(load, 2) for load in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _cpu_model() -> str:
@@ -430,6 +440,14 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         f"workload: {workload['description']}; "
         f"each row is the run with the median MB/s of {report['settings']['repeat']}",
     ]
+    env = report["environment"]
+    load = env.get("load_average")
+    end = env.get("load_average_at_end")
+    if load and end:
+        lines.append(
+            f"machine: {env['cpu_model']}, {env['cpu_count']} cores; 1-minute load average "
+            f"{load[0]:.2f} at start, {end[0]:.2f} at end"
+        )
     runs = report["runs"]
     checked = [run["bytes_check"] for run in runs if run.get("bytes_check")]
     if checked:
