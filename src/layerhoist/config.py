@@ -52,7 +52,7 @@ class PushConfig:
     #: Parts of one blob read and hashed ahead of the one on the wire.
     read_ahead_parts: int = 1
     #: Bytes of layer data in flight at once (read, encoded or awaiting an answer).
-    memory_budget: int = 192 * MiB
+    memory_budget: int = 112 * MiB
     #: Chunks at least this large are hashed in a worker thread so the event loop
     #: keeps serving other uploads.
     thread_hash_threshold: int = 256 * KiB

@@ -9,19 +9,21 @@ decides, and retries never multiply.
 Sending parts cheaply
 ---------------------
 botocore would base64-encode a part with the stdlib codec and then ``json.dumps`` a
-body of several MiB, which costs more CPU than hashing it. Parts arrive here already
-encoded (by :mod:`layerhoist.hashstream`, with the SIMD codec, in the pass that
-hashes them); the call is made with a tiny marker blob and a ``request-created``
-hook splices the encoded bytes in place of the marker's encoding before SigV4 signs
-the body. The client, its signing, credentials and configuration stay botocore's.
+body of several MiB, which costs more CPU than hashing it. Instead
+:meth:`EcrDestination.part_encoder` builds each part's whole UploadLayerPart body —
+the same JSON botocore would send, the part in SIMD base64 — in the worker-thread pass
+that hashes the part (:mod:`layerhoist.hashstream`). The call itself carries a tiny
+marker blob, and a ``request-created`` hook swaps the prebuilt body in before SigV4
+signs it. The client, its signing, credentials and configuration stay botocore's.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
@@ -36,7 +38,7 @@ from botocore.exceptions import ClientError
 from layerhoist.classification import classify
 from layerhoist.config import ECR_MAX_DIGESTS_PER_CHECK, PushConfig
 from layerhoist.errors import UsageError
-from layerhoist.hashstream import Part
+from layerhoist.hashstream import Part, PartEncoder
 from layerhoist.image import Manifest
 from layerhoist.metrics import RequestMetrics
 from layerhoist.pacing import PUBLISHED_QUOTAS, Pacer
@@ -46,6 +48,8 @@ from layerhoist.reference import DestinationRef
 AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
 #: ECR Public's API is served from us-east-1 only, whatever region the images serve from.
 ECR_PUBLIC_REGION = "us-east-1"
+#: Bytes handed to the HTTP connection per write when a part's body is sent.
+WIRE_SLICE = 1024 * 1024
 #: A per-run random prefix makes the marker that stands in for a part in botocore's
 #: serializer impossible to confuse with anything else in a request body.
 _MARKER_PREFIX_BYTES = 6
@@ -135,9 +139,11 @@ class EcrDestination:
                 config=boto_config,
             )
         )
-        self._client.meta.events.register_first(
+        events = self._client.meta.events
+        events.register_first(
             f"request-created.{self.ref.service}.UploadLayerPart", self._splice_part
         )
+        events.register(f"before-send.{self.ref.service}.UploadLayerPart", _send_in_slices)
         return self
 
     async def __aexit__(
@@ -150,12 +156,30 @@ class EcrDestination:
 
     def _splice_part(self, request: Any, **_: Any) -> None:
         body: bytes = request.data
-        for marker, encoded in self._bodies.items():
-            at = body.find(marker)
-            if at >= 0:
-                # The marker includes its JSON quotes; keep them around the encoded part.
-                request.data = b"".join((body[: at + 1], encoded, body[at + len(marker) - 1 :]))
+        for marker, payload in self._bodies.items():
+            if marker in body:
+                request.data = payload
                 return
+
+    def part_encoder(self, upload_id: str) -> PartEncoder:
+        """How parts of ``upload_id`` become request bodies (called off the event loop).
+
+        The body is what botocore's JSON serializer would produce for the call made in
+        :meth:`upload_part`; the service parses JSON, so field order and spacing are free.
+        """
+        fields = {**self._registry, "repositoryName": self.ref.repository, "uploadId": upload_id}
+        head = json.dumps(fields)[:-1].encode()
+
+        def encode(first_byte: int, data: bytes) -> bytes:
+            last_byte = first_byte + len(data) - 1
+            prefix = b'%s, "partFirstByte": %d, "partLastByte": %d, "layerPartBlob": "' % (
+                head,
+                first_byte,
+                last_byte,
+            )
+            return b"".join((prefix, pybase64.b64encode(data), b'"}'))
+
+        return encode
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         method = getattr(self._client, _snake(operation))
@@ -217,7 +241,7 @@ class EcrDestination:
         """Send one part; return the service's ``lastByteReceived``."""
         raw_marker = self._marker_prefix + next(self._markers).to_bytes(_COUNTER_BYTES, "big")
         marker = b'"' + pybase64.b64encode(raw_marker) + b'"'
-        self._bodies[marker] = part.encoded
+        self._bodies[marker] = part.payload
         try:
             response = await self._call(
                 "UploadLayerPart",
@@ -259,6 +283,21 @@ class EcrDestination:
         except ClientError as exc:
             if _code(exc) != "ImageAlreadyExistsException":
                 raise
+
+
+def _send_in_slices(request: Any, **_: Any) -> None:
+    # Once signed, a part's body goes to aiohttp as slices of one buffer: written
+    # whole, Python 3.11's transport would join it with the headers and copy what
+    # the socket cannot take at once, three copies of every part in all.
+    body = request.body
+    if isinstance(body, bytes) and len(body) > WIRE_SLICE:
+        request.body = _slices(body)
+
+
+async def _slices(body: bytes) -> AsyncIterator[memoryview]:
+    view = memoryview(body)
+    for start in range(0, len(view), WIRE_SLICE):
+        yield view[start : start + WIRE_SLICE]
 
 
 def _code(exc: ClientError) -> str:

@@ -3,8 +3,9 @@
 Each part is read from the source once, and in that same pass it is added to the
 blob's sha256 (the OCI digest the destination will recompute), given an xxh3
 fingerprint (cheap, recorded so a re-read for a retry can prove the source did not
-change) and base64-encoded for ECR's JSON API. The raw bytes are dropped right
-after: only the encoded part waits for the wire.
+change) and turned into its request payload by the destination's encoder (for ECR:
+the whole UploadLayerPart JSON body, base64 inside). The raw bytes are dropped right
+after: only the payload waits for the wire.
 
 :class:`PartReader` reads ahead: while part *n* is being uploaded, part *n+1* is
 read and hashed in a worker thread, so the network and the CPU overlap.
@@ -13,13 +14,12 @@ read and hashed in a worker thread, so the network and the CPU overlap.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
 import anyio
-import pybase64
 import xxhash
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -30,19 +30,27 @@ from layerhoist.errors import CorruptBlobError, SourceChangedError
 #: Base64 makes 3 bytes into 4: what an encoded part costs relative to its raw size.
 BASE64_EXPANSION = 4 / 3
 
+#: Turns a part (its first byte's offset and its bytes) into what goes on the wire.
+PartEncoder = Callable[[int, bytes], bytes]
+
 
 @dataclass(slots=True)
 class Part:
-    """One part of a blob, ready to send: where it sits in the blob and its encoded bytes."""
+    """One part of a blob, ready to send: where it sits in the blob and its payload."""
 
     index: int
     first_byte: int
     size: int
     xxh3: int
-    #: The part's bytes, base64-encoded (what ECR's UploadLayerPart carries).
-    encoded: bytes
+    #: The request payload the destination's encoder made of the part's bytes.
+    payload: bytes
     #: Memory held for this part; released once its upload is answered.
     lease: Lease
+
+    def release(self) -> None:
+        """Drop the payload and give its memory back to the budget (idempotent)."""
+        self.payload = b""
+        self.lease.release()
 
     @property
     def last_byte(self) -> int:
@@ -51,13 +59,15 @@ class Part:
 
 
 def part_cost(part_size: int) -> int:
-    """Bytes one part holds at its peak: the raw read plus its base64 encoding."""
+    """Bytes one part holds at its peak: the raw read and its payload, while encoding."""
     return int(part_size * (1 + BASE64_EXPANSION))
 
 
-def _digest_part(sha256: hashlib._Hash, data: bytes) -> tuple[int, bytes]:
+def _digest_part(
+    sha256: hashlib._Hash, data: bytes, first_byte: int, encode: PartEncoder
+) -> tuple[int, bytes]:
     sha256.update(data)
-    return xxhash.xxh3_64_intdigest(data), pybase64.b64encode(data)
+    return xxhash.xxh3_64_intdigest(data), encode(first_byte, data)
 
 
 class PartReader:
@@ -81,6 +91,7 @@ class PartReader:
         size: int,
         part_size: int,
         budget: ByteBudget,
+        encode: PartEncoder,
         read_ahead: int,
         thread_threshold: int,
         expected_fingerprints: Sequence[int] = (),
@@ -90,6 +101,7 @@ class PartReader:
         self._expected_size = size
         self._part_size = part_size
         self._budget = budget
+        self._encode = encode
         self._read_ahead = read_ahead
         self._thread_threshold = thread_threshold
         self._expected = expected_fingerprints
@@ -126,7 +138,7 @@ class PartReader:
             self._task_group.cancel_scope.cancel()
         # Parts still buffered were charged to the budget: hand their bytes back.
         for part in _drain(self._receive):
-            part.lease.release()
+            part.release()
         self._receive.close()
         # The producer reports its own failures through parts(), and was cancelled
         # above if the caller failed: the caller's exception propagates as itself
@@ -135,7 +147,7 @@ class PartReader:
         return None
 
     async def parts(self) -> AsyncIterator[Part]:
-        """Yield the parts in order; the caller releases each part's lease when done."""
+        """Yield the parts in order; the caller calls each part's ``release()`` when done."""
         assert self._receive is not None
         async for part in self._receive:
             yield part
@@ -154,15 +166,20 @@ class PartReader:
                 async for chunk in self._chunks:
                     pieces.append(chunk)
                     held += len(chunk)
+                    del chunk  # the raw bytes must not outlive their part's encoding
                     while held >= self._part_size:
                         joined = b"".join(pieces)
-                        data, rest = joined[: self._part_size], joined[self._part_size :]
+                        rest = joined[self._part_size :]
                         pieces, held = ([rest], len(rest)) if rest else ([], 0)
-                        await self._emit(send, index, data, lease)
+                        part = await self._make_part(index, joined[: self._part_size], lease)
+                        del joined
+                        await send.send(part)
                         index += 1
                         lease = await self._lease(index)
                 if held or index == 0:
-                    await self._emit(send, index, b"".join(pieces), lease)
+                    part = await self._make_part(index, b"".join(pieces), lease)
+                    pieces.clear()
+                    await send.send(part)
                 else:
                     lease.release()
             except Exception as exc:
@@ -180,13 +197,13 @@ class PartReader:
         nbytes = self._part_size if remaining <= 0 else min(self._part_size, remaining)
         return await self._budget.acquire(part_cost(nbytes))
 
-    async def _emit(
-        self, send: MemoryObjectSendStream[Part], index: int, data: bytes, lease: Lease
-    ) -> None:
+    async def _make_part(self, index: int, data: bytes, lease: Lease) -> Part:
         if len(data) >= self._thread_threshold:
-            fingerprint, encoded = await anyio.to_thread.run_sync(_digest_part, self._sha256, data)
+            fingerprint, payload = await anyio.to_thread.run_sync(
+                _digest_part, self._sha256, data, self.size, self._encode
+            )
         else:
-            fingerprint, encoded = _digest_part(self._sha256, data)
+            fingerprint, payload = _digest_part(self._sha256, data, self.size, self._encode)
         if index < len(self._expected) and self._expected[index] != fingerprint:
             raise SourceChangedError(
                 f"{self._expected_digest}: part {index + 1} read differently than on the "
@@ -198,12 +215,12 @@ class PartReader:
             first_byte=self.size,
             size=len(data),
             xxh3=fingerprint,
-            encoded=encoded,
+            payload=payload,
             lease=lease,
         )
         self.size += len(data)
         self.fingerprints.append(fingerprint)
-        await send.send(part)
+        return part
 
     def verify(self) -> None:
         """Raise :class:`CorruptBlobError` unless what was read matches the manifest."""

@@ -245,6 +245,7 @@ class Pipeline:
             size=descriptor.size,
             part_size=part_size,
             budget=self._budget,
+            encode=self._destination.part_encoder(upload_id),
             read_ahead=self._config.read_ahead_parts,
             thread_threshold=self._config.thread_hash_threshold,
             expected_fingerprints=expected,
@@ -257,7 +258,7 @@ class Pipeline:
                         subject=digest,
                     )
                 finally:
-                    part.lease.release()
+                    part.release()
                 blob.outcome.bytes_sent += part.size
                 if self._progress is not None:
                     self._progress.bytes_sent(digest, part.size)

@@ -164,7 +164,12 @@ class _Store(ABC):
                     f"{self.describe(name)} ends {missing} bytes early", digest=digest
                 )
             position += want
-            yield data
+            # Hand the chunk over without keeping it in this frame: a suspended
+            # generator would otherwise hold the previous chunk until it is resumed,
+            # outside the memory budget of whoever consumes it.
+            handed = [data]
+            del data
+            yield handed.pop()
 
 
 def _pread_full(fd: int, *, length: int, position: int) -> bytes:

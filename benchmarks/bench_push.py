@@ -1,0 +1,268 @@
+"""layerhoist against the sequential boto3 baseline, side by side in one run.
+
+Three measurements, each against the embedded registry running in its own process:
+
+1. ``wan``: 20 images x 5 layers x 4 MiB with the registry simulating a WAN
+   (40 ms per request, 25 MB/s per connection): wall time of the baseline
+   (``baseline_boto3.py``) and of ``layerhoist push`` at its defaults, and the ratio.
+2. ``cpu``: 256 MiB of layers, no simulation: layerhoist's client CPU-seconds per GiB
+   pushed, as a multiple of one sha256 pass over the same bytes measured in this run.
+3. ``memory``: one 1 GiB layer, then 100 x 10 MiB layers, at the default settings:
+   peak RSS of the client process in each.
+
+Every client runs as a child process so its CPU time and peak RSS are its own
+(``os.wait4``). Layouts are generated before any timing starts.
+
+    .venv/bin/python benchmarks/bench_push.py [--only wan,cpu,memory] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import anyio
+
+from layerhoist.config import GiB, MiB
+from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.synthetic import write_oci_layout
+
+BENCHMARKS = Path(__file__).resolve().parent
+RESULTS = BENCHMARKS / "results"
+WAN_ARGS = ("--latency-ms", "40", "--bandwidth", "25MB/s")
+#: Bytes read per call when hashing the sha256 yardstick.
+HASH_CHUNK = 8 * MiB
+#: Kilobytes per unit of ru_maxrss on Linux.
+RSS_UNIT = 1024
+MB = 10**6
+
+
+@dataclass(frozen=True)
+class Run:
+    """One client process: what it cost."""
+
+    name: str
+    wall_seconds: float
+    cpu_seconds: float
+    peak_rss_bytes: int
+    exit_code: int
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench")
+    return env
+
+
+def _run_child(name: str, command: Sequence[str]) -> Run:
+    started = time.monotonic()
+    child = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert child.stderr is not None
+    errors = child.stderr.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - started
+    if child.returncode != 0:
+        sys.stderr.write(errors.decode(errors="replace"))
+    return Run(
+        name=name,
+        wall_seconds=wall,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        peak_rss_bytes=usage.ru_maxrss * RSS_UNIT,
+        exit_code=child.returncode,
+    )
+
+
+async def run_child(name: str, command: Sequence[str]) -> Run:
+    """Run a client to completion off the event loop and collect its rusage."""
+    return await anyio.to_thread.run_sync(_run_child, name, command)
+
+
+def layerhoist_command(layout: Path, endpoint: str, repository: str, *extra: str) -> list[str]:
+    """``layerhoist push`` of a whole layout into the embedded registry, quietly."""
+    return [
+        sys.executable,
+        "-m",
+        "layerhoist",
+        "push",
+        f"oci:{layout}",
+        f"ecr-public:{repository}",
+        "--endpoint-url",
+        endpoint,
+        "--create-repo",
+        "--quiet",
+        *extra,
+    ]
+
+
+def baseline_command(layout: Path, endpoint: str, repository: str) -> list[str]:
+    """The sequential boto3 loop over the same layout."""
+    return [
+        sys.executable,
+        str(BENCHMARKS / "baseline_boto3.py"),
+        "--endpoint-url",
+        endpoint,
+        "--layout",
+        str(layout),
+        "--repository",
+        repository,
+    ]
+
+
+def layout_bytes(layout: Path) -> int:
+    """Bytes of every blob in a layout."""
+    return sum(p.stat().st_size for p in (layout / "blobs" / "sha256").iterdir())
+
+
+def sha256_cpu_seconds(layout: Path) -> float:
+    """CPU-seconds of one sha256 pass over every blob of ``layout`` (hashing only, not reading)."""
+    spent = 0.0
+    for blob in (layout / "blobs" / "sha256").iterdir():
+        digest = hashlib.sha256()
+        with blob.open("rb") as f:
+            while chunk := f.read(HASH_CHUNK):
+                started = time.process_time()
+                digest.update(chunk)
+                spent += time.process_time() - started
+    return spent
+
+
+async def bench_wan(work: Path) -> dict[str, object]:
+    """Benchmark 1: the WAN profile, baseline vs layerhoist."""
+    layout = work / "wan-layout"
+    write_oci_layout(layout, images=20, layers_per_image=5, layer_size=4 * MiB, seed=101)
+    async with RegistryProcess(data_dir=work / "wan-registry", args=WAN_ARGS) as registry:
+        baseline = await run_child(
+            "baseline", baseline_command(layout, registry.endpoint_url, "bench/baseline")
+        )
+        hoist = await run_child(
+            "layerhoist", layerhoist_command(layout, registry.endpoint_url, "bench/layerhoist")
+        )
+    return {
+        "layout": "20 images x 5 layers x 4 MiB",
+        "registry": " ".join(WAN_ARGS),
+        "bytes": layout_bytes(layout),
+        "baseline": asdict(baseline),
+        "layerhoist": asdict(hoist),
+        "speedup": baseline.wall_seconds / hoist.wall_seconds,
+    }
+
+
+async def bench_cpu(work: Path) -> dict[str, object]:
+    """Benchmark 2: client CPU per GiB as a multiple of one sha256 pass."""
+    layout = work / "cpu-layout"
+    write_oci_layout(layout, images=8, layers_per_image=4, layer_size=8 * MiB, seed=202)
+    total = layout_bytes(layout)
+    sha = sha256_cpu_seconds(layout)
+    async with RegistryProcess(data_dir=work / "cpu-registry") as registry:
+        hoist = await run_child(
+            "layerhoist", layerhoist_command(layout, registry.endpoint_url, "bench/cpu")
+        )
+    # The interpreter and aioboto3 start-up is paid once per process, not per GiB:
+    # measure it with a push that finds every blob present and take it out.
+    async with RegistryProcess(data_dir=work / "cpu-registry") as registry:
+        idle = await run_child(
+            "layerhoist (nothing to push)",
+            layerhoist_command(layout, registry.endpoint_url, "bench/cpu"),
+        )
+    gib = total / GiB
+    per_gib = (hoist.cpu_seconds - idle.cpu_seconds) / gib
+    return {
+        "bytes": total,
+        "layerhoist": asdict(hoist),
+        "startup_cpu_seconds": idle.cpu_seconds,
+        "client_cpu_per_gib": per_gib,
+        "sha256_cpu_per_gib": sha / gib,
+        "ratio_to_sha256": per_gib / (sha / gib),
+    }
+
+
+async def bench_memory(work: Path) -> dict[str, object]:
+    """Benchmark 3: peak client RSS for one huge layer and for many medium ones."""
+    results: dict[str, object] = {}
+    cases = {
+        "1 x 1 GiB layer": {"images": 1, "layers_per_image": 1, "layer_size": GiB},
+        "100 x 10 MiB layers": {"images": 20, "layers_per_image": 5, "layer_size": 10 * MiB},
+    }
+    for number, (label, shape) in enumerate(cases.items()):
+        layout = work / f"memory-layout-{number}"
+        write_oci_layout(layout, seed=300 + number, **shape)
+        async with RegistryProcess(data_dir=work / f"memory-registry-{number}") as registry:
+            run = await run_child(
+                label, layerhoist_command(layout, registry.endpoint_url, "bench/memory")
+            )
+        results[label] = asdict(run)
+        await anyio.to_thread.run_sync(_remove_tree, layout)
+    return results
+
+
+def _remove_tree(path: Path) -> None:
+    for blob in (path / "blobs" / "sha256").iterdir():
+        blob.unlink()
+
+
+def markdown(results: dict[str, dict[str, object]]) -> str:
+    """The results as a Markdown table, one row per figure."""
+    rows = ["| benchmark | figure | value |", "|---|---|---|"]
+    if "wan" in results:
+        wan = results["wan"]
+        base, hoist = wan["baseline"], wan["layerhoist"]
+        assert isinstance(base, dict) and isinstance(hoist, dict)
+        rows.append(
+            f"| wan ({wan['layout']}) | baseline boto3 loop | {base['wall_seconds']:.1f} s |"
+        )
+        rows.append(f"| | layerhoist | {hoist['wall_seconds']:.1f} s |")
+        rows.append(f"| | speed-up | **{wan['speedup']:.1f}x** |")
+    if "cpu" in results:
+        cpu = results["cpu"]
+        per_gib = cpu["client_cpu_per_gib"]
+        rows.append(f"| cpu (256 MiB, no simulation) | client CPU per GiB | {per_gib:.2f} s |")
+        rows.append(f"| | one sha256 pass per GiB | {cpu['sha256_cpu_per_gib']:.2f} s |")
+        rows.append(f"| | ratio | **{cpu['ratio_to_sha256']:.2f}x** |")
+    if "memory" in results:
+        for label, run in results["memory"].items():
+            assert isinstance(run, dict)
+            rows.append(
+                f"| memory | peak client RSS, {label} | {run['peak_rss_bytes'] / MB:.0f} MB |"
+            )
+    return "\n".join(rows) + "\n"
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected benchmarks and print (and save) the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="wan,cpu,memory")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    chosen = args.only.split(",")
+    benches = {"wan": bench_wan, "cpu": bench_cpu, "memory": bench_memory}
+    results: dict[str, dict[str, object]] = {}
+    with tempfile.TemporaryDirectory(prefix="layerhoist-bench-") as tmp:
+        for name in chosen:
+            results[name] = await benches[name](Path(tmp))
+    table = markdown(results)
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "push.md").write_text(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    failed = [
+        run
+        for result in results.values()
+        for run in result.values()
+        if isinstance(run, dict) and run.get("exit_code", 0) != 0
+    ]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(main))
