@@ -5,6 +5,7 @@
     layerhoist bench [--dest DEST] [--size 4MiB,8MiB] [--layers N] [--images N]
                      [--concurrency 1,4,16] [--part-size 5MiB,10MiB] [--profile lan|wan|far]
                      [--repeat N] [--json FILE] [--plot FILE.png] [--source oci:DIR] [--keep]
+                     [--no-quotas] [--pacing auto|published|off] [--seed N] [--quiet]
 
 It sweeps every combination of ``--concurrency`` (blobs in flight) and ``--part-size``; each
 combination (a *cell*) is pushed ``--repeat`` times, after one unrecorded warm-up push. Every
@@ -12,8 +13,10 @@ push runs in a client process of its own (:mod:`layerhoist.benchcell`), into a f
 repository, so each is a cold push whose CPU time and peak RSS the kernel reports alone.
 
 Without ``--dest`` the pushes go to the embedded registry, started in a separate process (client
-and server never share an event loop), with the ECR Public request-rate quotas and the network
-of ``--profile`` (per request latency; bandwidth per connection, which carries the base64 body):
+and server never share an event loop). It enforces the ECR Public request-rate quotas, which the
+clients pace themselves at as they would against the service (``--no-quotas`` drops both), and
+simulates the network of ``--profile``: latency per request, bandwidth per connection. Parts
+travel as base64, so a connection of 25 MB/s carries 18.75 MB/s of layer bytes.
 
 ========  ==========  ==========================  ==========================================
 profile   latency     bandwidth per connection    like
@@ -220,10 +223,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"network the embedded registry simulates (default {DEFAULT_PROFILE})",
     )
     parser.add_argument(
+        "--no-quotas",
+        action="store_true",
+        help="the embedded registry enforces no request-rate quotas (and clients pace nothing)",
+    )
+    parser.add_argument(
         "--pacing",
         choices=get_args(Pacing),
         help="client-side pacing at the published quotas (default: published on the embedded "
-        "registry, which enforces them; auto with --dest)",
+        "registry, which enforces them; off with --no-quotas; auto with --dest)",
+    )
+    parser.add_argument(
+        "--memory-budget",
+        type=parse_size,
+        help="layer bytes a client may hold at once "
+        f"(default {PushConfig().memory_budget / MiB:g}MiB)",
     )
     parser.add_argument(
         "--repeat", type=_positive, default=DEFAULT_REPEAT, help="runs per cell (default 1)"
@@ -252,7 +266,10 @@ class BenchSettings:
     concurrency: tuple[int, ...]
     part_sizes: tuple[int, ...]
     profile: NetworkProfile | None
+    #: The quota profile the embedded registry enforces.
+    quotas: str | None
     pacing: Pacing
+    memory_budget: int | None
     repeat: int
     warmup: bool
     keep: bool
@@ -265,9 +282,9 @@ class BenchSettings:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> BenchSettings:
         """Check the options; :class:`UsageError` names the first bad one."""
-        if args.dest is not None and args.profile is not None:
+        if args.dest is not None and (args.profile is not None or args.no_quotas):
             raise UsageError(
-                "--profile simulates a network on the embedded registry; not with --dest"
+                "--profile and --no-quotas set up the embedded registry; not with --dest"
             )
         remote_only = ("endpoint_url", "region", "aws_profile", "registry_id", "keep")
         if args.dest is None and any(getattr(args, name) for name in remote_only):
@@ -277,9 +294,11 @@ class BenchSettings:
             )
         for concurrency, part_size in itertools.product(args.concurrency, args.part_size):
             try:
-                PushConfig(blob_concurrency=concurrency, part_size=part_size)
+                PushConfig(blob_concurrency=concurrency, part_size=part_size).replace(
+                    memory_budget=args.memory_budget or PushConfig().memory_budget
+                )
             except ValueError as exc:
-                raise UsageError(f"--part-size/--concurrency: {exc}") from exc
+                raise UsageError(f"--part-size/--concurrency/--memory-budget: {exc}") from exc
         if args.source is not None:
             parse_source(args.source)
         return cls(
@@ -292,7 +311,9 @@ class BenchSettings:
             concurrency=tuple(args.concurrency),
             part_sizes=tuple(args.part_size),
             profile=None if args.dest else PROFILES[args.profile or DEFAULT_PROFILE],
-            pacing=args.pacing or ("auto" if args.dest else "published"),
+            quotas=None if args.dest or args.no_quotas else QUOTA_PROFILE,
+            pacing=args.pacing or _default_pacing(args),
+            memory_budget=args.memory_budget,
             repeat=args.repeat,
             warmup=not args.no_warmup,
             keep=args.keep,
@@ -302,6 +323,10 @@ class BenchSettings:
             registry_id=args.registry_id,
             quiet=args.quiet,
         )
+
+    def registry_args(self) -> list[str] | None:
+        """The options of the embedded registry (``None`` with ``--dest``)."""
+        return None if self.profile is None else self.profile.registry_args(quotas=self.quotas)
 
     def to_json(self) -> dict[str, Any]:
         """The settings as they go into the JSON report."""
@@ -320,15 +345,20 @@ class BenchSettings:
             "concurrency": list(self.concurrency),
             "part_sizes": list(self.part_sizes),
             "profile": None if self.profile is None else dataclasses.asdict(self.profile),
-            "registry_args": None if self.profile is None else self.profile.registry_args(),
+            "registry_args": self.registry_args(),
             "pacing": self.pacing,
             "repeat": self.repeat,
             "warmup": self.warmup,
-            "push_defaults": {
-                "memory_budget": defaults.memory_budget,
-                "read_ahead_parts": defaults.read_ahead_parts,
-            },
+            "memory_budget": self.memory_budget or defaults.memory_budget,
+            "read_ahead_parts": defaults.read_ahead_parts,
         }
+
+
+def _default_pacing(args: argparse.Namespace) -> Pacing:
+    # Against the embedded registry's quotas, clients pace as they would against the service.
+    if args.dest:
+        return "auto"
+    return "off" if args.no_quotas else "published"
 
 
 class _Interrupted(Exception):
@@ -456,14 +486,16 @@ class _EmbeddedTarget:
     """The embedded registry in a child process, simulating a network profile."""
 
     def __init__(
-        self, registry: RegistryProcess, session: aiohttp.ClientSession, profile: NetworkProfile
+        self,
+        registry: RegistryProcess,
+        session: aiohttp.ClientSession,
+        profile: NetworkProfile,
+        args: Sequence[str],
     ) -> None:
         self._registry = registry
         self._session = session
         self.endpoint_url: str | None = registry.endpoint_url
-        self.description = (
-            f"embedded registry, {profile.name} profile ({' '.join(profile.registry_args())})"
-        )
+        self.description = f"embedded registry, {profile.name} profile ({' '.join(args)})"
         self.env = embedded_env()
 
     def destination(self, name: str) -> str:
@@ -563,10 +595,9 @@ class Bench:
             if settings.dest is None:
                 assert settings.profile is not None
                 with tempfile.TemporaryDirectory(prefix="layerhoist-bench-") as scratch:
-                    async with RegistryProcess(
-                        data_dir=Path(scratch), args=settings.profile.registry_args()
-                    ) as registry:
-                        target = _EmbeddedTarget(registry, http, settings.profile)
+                    args = settings.registry_args() or []
+                    async with RegistryProcess(data_dir=Path(scratch), args=args) as registry:
+                        target = _EmbeddedTarget(registry, http, settings.profile, args)
                         try:
                             await self._sweep(target, plan)
                         finally:
@@ -678,6 +709,7 @@ class Bench:
             blob_concurrency=concurrency,
             part_size=part_size,
             pacing=settings.pacing,
+            memory_budget=settings.memory_budget,
             endpoint_url=target.endpoint_url,
             region=settings.region,
             profile=settings.aws_profile,

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import resource
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
@@ -32,6 +34,7 @@ from layerhoist.classification import classify, to_user_error
 from layerhoist.config import Pacing, PushConfig
 from layerhoist.destinations import DestinationOptions, EcrDestination
 from layerhoist.errors import LayerhoistError
+from layerhoist.hashstream import part_cost
 from layerhoist.pipeline import Pipeline
 from layerhoist.reference import parse_destination, parse_source
 from layerhoist.report import ImageOutcome, format_bytes
@@ -40,6 +43,10 @@ from layerhoist.sources import Source, open_source
 
 #: Requests that set the repository up before the push; they are left out of its figures.
 SETUP_OPERATIONS = frozenset({"DescribeRepositories", "CreateRepository"})
+PROC_STAT = Path("/proc/stat")
+#: Columns of the ``cpu`` line of /proc/stat: idle, iowait, and guest time (already counted
+#: in user time, so the sum stops before it).
+_IDLE, _IOWAIT, _GUEST = 3, 4, 8
 EXIT_OK = 0
 EXIT_FAILED = 1
 #: 128 + SIGINT.
@@ -61,6 +68,8 @@ class CellSpec:
     part_size: int | None = None
     #: Client-side pacing (:attr:`~layerhoist.config.PushConfig.pacing`).
     pacing: Pacing = "auto"
+    #: ``None`` keeps the default memory budget.
+    memory_budget: int | None = None
     endpoint_url: str | None = None
     region: str | None = None
     profile: str | None = None
@@ -85,9 +94,12 @@ class CellSpec:
 
     def config(self) -> PushConfig:
         """The push settings of the cell (defaults for everything the bench does not sweep)."""
-        return PushConfig(
+        config = PushConfig(
             blob_concurrency=self.blob_concurrency, part_size=self.part_size, pacing=self.pacing
         )
+        if self.memory_budget is None:
+            return config
+        return config.replace(memory_budget=self.memory_budget)
 
 
 class CellProgress:
@@ -151,6 +163,33 @@ class CellProgress:
         self._tick()
 
 
+def memory_figures(config: PushConfig, *, held_peak: int) -> dict[str, int]:
+    """The memory budget, its formula's bound (:mod:`layerhoist.config`) and the peak held."""
+    cost = part_cost(config.part_size or config.max_part_size)
+    wanted = config.blob_concurrency * (config.read_ahead_parts + 1) * cost
+    return {
+        "held_peak_bytes": held_peak,
+        "budget_bytes": config.memory_budget,
+        "bound_bytes": min(config.memory_budget, wanted),
+        "part_cost_bytes": cost,
+    }
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every core of the machine has been busy since boot (``None`` off Linux).
+
+    Busy is everything but idle and I/O wait, whoever ran: the difference over a push shows
+    whether other work on the machine competed with it.
+    """
+    try:
+        with PROC_STAT.open() as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[_IDLE] + fields[_IOWAIT]
+    return (sum(fields[:_GUEST]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -188,7 +227,9 @@ async def run_cell(spec: CellSpec) -> dict[str, Any]:
                 raise to_user_error(classify(exc), subject=str(destination)) from exc
             cpu_started = _cpu_seconds()
             loop_started = time.thread_time()
+            machine_started = machine_busy_seconds()
             result = await pipeline.run(images, targets=[image.tag for image in images])
+            machine_ended = machine_busy_seconds()
             cpu = _cpu_seconds() - cpu_started
             loop_cpu = time.thread_time() - loop_started
             pacing = (
@@ -213,10 +254,13 @@ async def run_cell(spec: CellSpec) -> dict[str, Any]:
             op: figures for op, figures in report["requests"].items() if op not in SETUP_OPERATIONS
         },
         "retries": result.retry_causes(),
-        "memory_peak": result.memory_peak,
+        "memory": memory_figures(config, held_peak=result.memory_peak),
         "cpu_seconds": cpu,
         "loop_cpu_seconds": loop_cpu,
         "source_cpu_seconds": synthetic.generation_cpu_seconds if synthetic else 0.0,
+        "machine_busy_seconds": None
+        if machine_started is None or machine_ended is None
+        else machine_ended - machine_started,
         "pacing": pacing,
     }
 

@@ -14,13 +14,18 @@ The limiting factor is named from *pressures*, each the fraction of a ceiling th
   carries parts as base64, so a connection of ``B`` bytes/s moves ``B * 3/4`` of layer bytes.
 - ``quota``: per paced operation, requests per second over the client's paced rate (a fraction
   of the published quota); any throttling by the service counts as full pressure.
+- ``memory_budget``: when the budget of layer bytes in memory filled up (no room for one more
+  part), the share of blob workers that were not sending a part on average: they were waiting
+  for memory (``parts_on_wire`` is the average number of UploadLayerPart requests in flight).
 - ``client_loop`` / ``server_loop``: CPU of the event-loop thread over one core (each side
   runs one event loop; hashing, encoding and decoding run in worker threads).
-- ``machine``: CPU of client and server together over every core of this machine (client and
-  embedded registry share it).
+- ``machine``: busy time of every core of this machine over the push, whoever ran: the client,
+  the embedded registry, and any other work (which the label calls "other": a busy machine
+  skews every figure).
 
 The largest pressure names the limit; when none reaches :data:`SATURATED`, nothing is
-saturated and the run is bound by request round trips at its concurrency.
+saturated and the run is bound by request round trips at its concurrency (on a network without
+latency, by the turnaround of each request); the largest pressure is then named as the next.
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ from rich.console import Console
 from rich.table import Table
 
 from layerhoist import __version__
-from layerhoist.config import GiB, MiB, PushConfig
-from layerhoist.hashstream import BASE64_EXPANSION, part_cost
+from layerhoist.config import GiB, MiB
+from layerhoist.hashstream import BASE64_EXPANSION
 
 #: Decimal megabyte: throughput is reported in MB/s, as network rates are.
 MB = 10**6
@@ -78,11 +83,9 @@ class ServerUsage:
     errors: Mapping[str, int]
 
 
-def memory_bound(*, concurrency: int, part_size: int) -> int:
-    """Layer bytes a push may hold at once, by the formula in :mod:`layerhoist.config`."""
-    config = PushConfig(blob_concurrency=concurrency, part_size=part_size)
-    wanted = concurrency * (config.read_ahead_parts + 1) * part_cost(part_size)
-    return min(config.memory_budget, wanted)
+def _connections(client: Mapping[str, Any], concurrency: int) -> int:
+    """Blobs the run could have in flight at once: fewer than asked when it had fewer blobs."""
+    return max(1, min(concurrency, int(client["blobs_uploaded"])))
 
 
 def _share(numerator: float, denominator: float | None) -> float | None:
@@ -101,7 +104,7 @@ def pressures(
 ) -> dict[str, Any]:
     """The pressures of one run (see the module docstring); ``None`` where not measurable."""
     seconds = client["seconds"]
-    connections = max(1, min(concurrency, client["blobs_uploaded"]))
+    connections = _connections(client, concurrency)
     link = _share(
         client["layer_bytes"] / seconds,
         None if bandwidth is None else connections * bandwidth / BASE64_EXPANSION,
@@ -114,10 +117,18 @@ def pressures(
         share = rate / stats["paced_rate"]
         quota[operation] = max(share, THROTTLED_PRESSURE) if stats["throttles"] else share
     server_cpu = None if server is None else server.cpu_seconds
-    machine_cpu = client["cpu_seconds"] + (server_cpu or 0.0)
+    machine_cpu = client["machine_busy_seconds"]
+    if machine_cpu is None:
+        machine_cpu = client["cpu_seconds"] + (server_cpu or 0.0)
+    memory = client["memory"]
+    on_wire = client["requests"].get(PART_OPERATION, {}).get("seconds", 0.0) / seconds
+    # A budget with no room left for one more part makes blob workers wait for memory.
+    filled = memory["held_peak_bytes"] + memory["part_cost_bytes"] > memory["budget_bytes"]
     return {
         "link": link,
         "quota": quota,
+        "parts_on_wire": on_wire,
+        "memory_budget": max(0.0, 1.0 - on_wire / connections) if filled else 0.0,
         "client_loop": client["loop_cpu_seconds"] / seconds,
         "server_loop": (
             None
@@ -140,14 +151,15 @@ def limiting_factor(
 ) -> str:
     """Name the resource the run was bound by, with the figure that shows it."""
     seconds = client["seconds"]
-    candidates: list[tuple[float, str]] = []
+    connections = _connections(client, concurrency)
+    # (pressure, what, the figures that show it)
+    candidates: list[tuple[float, str, str]] = []
     if pressure["link"] is not None and bandwidth is not None:
-        connections = max(1, min(concurrency, client["blobs_uploaded"]))
         candidates.append(
             (
                 pressure["link"],
-                f"per-connection bandwidth ({pressure['link']:.0%} of {connections} x "
-                f"{bandwidth / MB:g} MB/s)",
+                "per-connection bandwidth",
+                f"{pressure['link']:.0%} of {connections} x {bandwidth / MB:g} MB/s",
             )
         )
     if pressure["quota"]:
@@ -157,40 +169,57 @@ def limiting_factor(
         candidates.append(
             (
                 pressure["quota"][operation],
-                f"request-rate quota ({operation} {stats['requests'] / seconds:.1f}/s, paced "
-                f"at {stats['paced_rate']:.0f}/s of {stats['quota']:.0f}/s{throttled})",
+                f"request-rate quota of {operation}",
+                f"{stats['requests'] / seconds:.1f}/s, paced at {stats['paced_rate']:.0f}/s "
+                f"of {stats['quota']:.0f}/s{throttled}",
             )
         )
+    memory = client["memory"]
     candidates.append(
-        (pressure["client_loop"], f"client CPU (event loop {pressure['client_loop']:.0%} busy)")
-    )
-    if pressure["server_loop"] is not None:
-        candidates.append(
-            (pressure["server_loop"], f"server CPU (event loop {pressure['server_loop']:.0%} busy)")
+        (
+            pressure["memory_budget"],
+            "memory budget",
+            f"{memory['held_peak_bytes'] / MiB:.0f} of {memory['budget_bytes'] / MiB:.0f} MiB "
+            f"held; {pressure['parts_on_wire']:.1f} parts on the wire for {connections} blobs",
         )
-    server_cores = (
-        ""
-        if server is None or server.cpu_seconds is None
-        else f" + server {server.cpu_seconds / seconds:.1f}"
     )
     candidates.append(
         (
-            pressure["machine"],
-            f"machine CPU (client {client['cpu_seconds'] / seconds:.1f}{server_cores} "
-            f"of {cpus} cores)",
+            pressure["client_loop"],
+            "client CPU",
+            f"event loop {pressure['client_loop']:.0%} busy",
         )
     )
-    share, label = max(candidates, key=lambda candidate: candidate[0])
+    if pressure["server_loop"] is not None:
+        candidates.append(
+            (
+                pressure["server_loop"],
+                "server CPU",
+                f"event loop {pressure['server_loop']:.0%} busy",
+            )
+        )
+    client_cores = client["cpu_seconds"] / seconds
+    server_cores = (
+        None if server is None or server.cpu_seconds is None else server.cpu_seconds / seconds
+    )
+    shares = f"client {client_cores:.1f}"
+    if server_cores is not None:
+        shares += f" + server {server_cores:.1f}"
+    if client["machine_busy_seconds"] is not None:
+        other = pressure["machine"] * cpus - client_cores - (server_cores or 0.0)
+        shares += f" + other {max(0.0, other):.1f}"
+    candidates.append((pressure["machine"], "machine CPU", f"{shares} of {cpus} cores"))
+    share, what, figures = max(candidates, key=lambda candidate: candidate[0])
     if share >= SATURATED:
-        return label
+        return f"{what} ({figures})"
     in_flight = "1 blob" if concurrency == 1 else f"{concurrency} blobs"
     if latency_ms:
-        waiting = f"round trips of {latency_ms:g} ms"
+        bound = f"round trips ({in_flight} in flight, {latency_ms:g} ms each)"
     elif latency_ms is None:
-        waiting = "round trips"
+        bound = f"round trips ({in_flight} in flight)"
     else:
-        waiting = "each other's requests"
-    return f"nothing saturated: {in_flight} in flight wait on {waiting} (busiest: {label})"
+        bound = f"request turnaround ({in_flight} in flight)"
+    return f"{bound}; next: {what} ({figures})"
 
 
 def run_record(
@@ -240,10 +269,7 @@ def run_record(
             "peak_rss_bytes": usage.peak_rss_bytes,
             "exit_code": usage.exit_code,
         },
-        "memory": {
-            "held_peak_bytes": client["memory_peak"],
-            "bound_bytes": memory_bound(concurrency=concurrency, part_size=part_size),
-        },
+        "memory": client["memory"],
         "pacing": client["pacing"],
         "server": None
         if server is None
