@@ -61,6 +61,7 @@ import aiohttp
 import anyio
 from rich.console import Console
 
+from layerhoist import benchcell
 from layerhoist.benchcell import EXIT_INTERRUPTED, SETUP_OPERATIONS, CellSpec
 from layerhoist.benchreport import (
     MB,
@@ -98,6 +99,8 @@ DEFAULT_SEED = 0
 #: Registry counters of the repository set-up before each push (its DescribeRepositories finds
 #: nothing, as expected): left out of the push's figures.
 SETUP_COUNTERS = SETUP_OPERATIONS | {"RepositoryNotFoundException"}
+#: The process of one measured push.
+CELL_COMMAND = (sys.executable, "-m", "layerhoist", "bench", "--cell")
 #: Seconds between a client's progress lines.
 PROGRESS_INTERVAL = 2.0
 #: The quota profile of the embedded registry: the service the bench pushes to by default.
@@ -251,6 +254,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aws-profile", help="AWS profile for --dest")
     parser.add_argument("--registry-id", help="registry (account) id of --dest")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    # One measured push, in the process the bench starts for it (layerhoist.benchcell).
+    parser.add_argument("--cell", action="store_true", help=argparse.SUPPRESS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -719,7 +724,7 @@ class Bench:
         )
         before = await target.counters()
         output, usage = await measure_child(
-            [sys.executable, "-m", "layerhoist.benchcell"],
+            CELL_COMMAND,
             env=target.env,
             stdin=spec.to_json().encode(),
         )
@@ -802,6 +807,8 @@ def _server_usage(
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench as ``args`` say; the exit code (0 ok, 1 a run failed, 2 usage, 130 Ctrl-C)."""
+    if args.cell:
+        return benchcell.main()
     settings = BenchSettings.from_args(args)
     stderr = Console(stderr=True, soft_wrap=True)
     bench = Bench(settings, progress=None if settings.quiet else stderr)

@@ -1,17 +1,20 @@
 """One measured push of ``layerhoist bench``, in a process of its own.
 
-``python -m layerhoist.benchcell`` reads a :class:`CellSpec` as JSON on stdin, pushes once, and
-prints one JSON object on stdout: the push report (requests and latency per operation, retries
-by cause, bytes, seconds), the CPU seconds of the push alone (whole process, event-loop thread,
-synthetic generation) and what the client-side pacer did per operation; or ``{"error": ...}``
-and exit code 1 when the push could not start. Progress lines go to stderr.
+``layerhoist bench --cell`` (a hidden option: the bench runs it, people do not) reads a
+:class:`CellSpec` as JSON on stdin, pushes once, and prints one JSON object on stdout: the push
+report (requests and latency per operation, retries by cause, bytes, seconds), the CPU seconds
+of the push alone (whole process, event-loop thread, synthetic generation, the whole machine),
+the memory budget's figures and what the client-side pacer did per operation; or
+``{"error": ...}`` and exit code 1 when the push could not start. Progress lines go to stderr.
 
-The bench starts one process per measured run, so that each run's CPU time and peak RSS are
-its own (the parent reads them with ``os.wait4``) and no run inherits another's heap. The push
-is built from the public pieces :func:`layerhoist.push.push` uses (an
-:class:`~layerhoist.destinations.EcrDestination` and a :class:`~layerhoist.pipeline.Pipeline`),
-because the bench needs the destination's pacer statistics and a source object
-(:class:`~layerhoist.benchsynth.SyntheticSource`) that no reference string names.
+The bench starts one process per measured run, so that each run's CPU time and peak RSS are its
+own (the parent reads them with ``os.wait4``) and no run inherits another's heap. It goes
+through the ``layerhoist`` entry point, so it runs with the process settings ``layerhoist push``
+has (such as its malloc arena limit). The push is built from the public pieces
+:func:`layerhoist.push.push` uses (an :class:`~layerhoist.destinations.EcrDestination` and a
+:class:`~layerhoist.pipeline.Pipeline`), because the bench needs the destination's pacer
+statistics and a source object (:class:`~layerhoist.benchsynth.SyntheticSource`) that no
+reference string names.
 """
 
 from __future__ import annotations
@@ -266,7 +269,7 @@ async def run_cell(spec: CellSpec) -> dict[str, Any]:
 
 
 def main() -> int:
-    """Entry point of ``python -m layerhoist.benchcell``: spec on stdin, figures on stdout."""
+    """Run the cell whose spec is on stdin; print its figures on stdout; the exit code."""
     try:
         spec = CellSpec.from_json(sys.stdin.read())
         figures = anyio.run(run_cell, spec, backend="asyncio")
@@ -277,7 +280,3 @@ def main() -> int:
         return EXIT_INTERRUPTED
     print(json.dumps(figures))
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

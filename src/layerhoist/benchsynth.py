@@ -173,7 +173,8 @@ def _layer_chunks(layer: SyntheticLayer, *, offset: int, chunk_size: int) -> Ite
     """Bytes ``offset..`` of ``layer`` in chunks of ``chunk_size`` (the last one shorter).
 
     The stream has no random access: bytes before ``offset`` are generated and dropped.
-    A chunk that is a whole number of blocks costs one copy (the join).
+    A chunk that is a whole number of blocks costs one copy (the join). No chunk stays
+    referenced by the suspended generator: its consumer alone decides when it is freed.
     """
     pieces: list[bytes] = []
     held = 0
@@ -185,13 +186,18 @@ def _layer_chunks(layer: SyntheticLayer, *, offset: int, chunk_size: int) -> Ite
             continue
         pieces.append(block[offset - start :] if start < offset else block)
         held += len(pieces[-1])
+        del block
         while held >= chunk_size:
             joined = b"".join(pieces)
             rest = joined[chunk_size:]
             pieces, held = ([rest], len(rest)) if rest else ([], 0)
-            yield joined[:chunk_size]
+            handed = [joined[:chunk_size]]
+            del joined
+            yield handed.pop()
     if pieces:
-        yield b"".join(pieces)
+        handed = [b"".join(pieces)]
+        pieces.clear()
+        yield handed.pop()
 
 
 def _timed_next(chunks: Iterator[bytes]) -> tuple[bytes | None, float]:
@@ -270,7 +276,10 @@ class SyntheticSource:
             self.generation_cpu_seconds += spent
             if chunk is None:
                 return
-            yield chunk
+            # Handed over, not kept in this frame while it is suspended (see _layer_chunks).
+            handed = [chunk]
+            del chunk
+            yield handed.pop()
 
     async def aclose(self) -> None:
         """Nothing to release: the source holds no files or connections."""
