@@ -67,6 +67,7 @@ from layerhoist.benchreport import (
     MB,
     ProcessUsage,
     ServerUsage,
+    blobs_in_flight,
     cells,
     environment,
     failed_record,
@@ -668,7 +669,7 @@ class Bench:
         ]
         total = len(cells_) * settings.repeat
         for concurrency, part_size, repeat in todo:
-            shape = f"{concurrency} blobs in flight, {part_size / MiB:g} MiB parts"
+            shape = f"{blobs_in_flight(concurrency)}, {part_size / MiB:g} MiB parts"
             if repeat:
                 number = len(self.report["runs"]) + 1
                 self._say(f"run {number}/{total}: {shape}, repeat {repeat}/{settings.repeat}")

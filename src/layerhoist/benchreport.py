@@ -8,6 +8,9 @@ A run is one push in a client process of its own. Its record joins three views o
 - the embedded registry's, when there is one: its counters (bytes received in parts,
   requests) and its CPU time, as deltas over the run.
 
+``cpu_seconds_per_gib`` is the client's CPU over the push, less what generating synthetic
+layers cost (a real source reads files instead), per GiB of layer bytes sent.
+
 The limiting factor is named from *pressures*, each the fraction of a ceiling the run used:
 
 - ``link``: layer bytes per second over what the connections in use can carry. The wire
@@ -23,9 +26,10 @@ The limiting factor is named from *pressures*, each the fraction of a ceiling th
   the embedded registry, and any other work (which the label calls "other": a busy machine
   skews every figure).
 
-The largest pressure names the limit; when none reaches :data:`SATURATED`, nothing is
-saturated and the run is bound by request round trips at its concurrency (on a network without
-latency, by the turnaround of each request); the largest pressure is then named as the next.
+The largest pressure, each against its saturation point (:data:`SATURATED`; for the machine
+:data:`MACHINE_SATURATED`), names the limit. When none is saturated, the run is bound by request
+round trips at its concurrency (on a network without latency, by the turnaround of each
+request), and the largest pressure is named as the next limit.
 """
 
 from __future__ import annotations
@@ -52,9 +56,13 @@ MB = 10**6
 MS_PER_SECOND = 1000.0
 #: A pressure at least this high means that resource is what the run waited on.
 SATURATED = 0.6
+#: The whole machine counts as saturated only nearly full: work of other processes raises its
+#: pressure without slowing a push that has cores to spare.
+MACHINE_SATURATED = 0.9
 #: Throttled requests make the quota pressure this high whatever the request rate.
 THROTTLED_PRESSURE = 1.0
 PART_OPERATION = "UploadLayerPart"
+MACHINE = "machine CPU"
 PERCENTILES = ("p50", "p95", "p99")
 #: Packages whose versions go into the environment of a report.
 REPORTED_PACKAGES = ("aioboto3", "aiobotocore", "botocore", "aiohttp", "anyio", "pybase64")
@@ -81,6 +89,11 @@ class ServerUsage:
     part_bytes_received: int
     requests: Mapping[str, int]
     errors: Mapping[str, int]
+
+
+def blobs_in_flight(concurrency: int) -> str:
+    """``'1 blob in flight'``, ``'4 blobs in flight'``."""
+    return f"{concurrency} blob{'' if concurrency == 1 else 's'} in flight"
 
 
 def _connections(client: Mapping[str, Any], concurrency: int) -> int:
@@ -180,7 +193,8 @@ def limiting_factor(
             pressure["memory_budget"],
             "memory budget",
             f"{memory['held_peak_bytes'] / MiB:.0f} of {memory['budget_bytes'] / MiB:.0f} MiB "
-            f"held; {pressure['parts_on_wire']:.1f} parts on the wire for {connections} blobs",
+            f"held; {pressure['parts_on_wire']:.1f} parts on the wire, "
+            f"{blobs_in_flight(connections)}",
         )
     )
     candidates.append(
@@ -208,17 +222,21 @@ def limiting_factor(
     if client["machine_busy_seconds"] is not None:
         other = pressure["machine"] * cpus - client_cores - (server_cores or 0.0)
         shares += f" + other {max(0.0, other):.1f}"
-    candidates.append((pressure["machine"], "machine CPU", f"{shares} of {cpus} cores"))
-    share, what, figures = max(candidates, key=lambda candidate: candidate[0])
-    if share >= SATURATED:
+    candidates.append((pressure["machine"], MACHINE, f"{shares} of {cpus} cores"))
+    # Each pressure against its own saturation point: the machine's is higher.
+    share, what, figures = max(
+        candidates,
+        key=lambda c: c[0] / (MACHINE_SATURATED if c[1] == MACHINE else SATURATED),
+    )
+    if share >= (MACHINE_SATURATED if what == MACHINE else SATURATED):
         return f"{what} ({figures})"
-    in_flight = "1 blob" if concurrency == 1 else f"{concurrency} blobs"
+    in_flight = blobs_in_flight(concurrency)
     if latency_ms:
-        bound = f"round trips ({in_flight} in flight, {latency_ms:g} ms each)"
+        bound = f"round trips ({in_flight}, {latency_ms:g} ms each)"
     elif latency_ms is None:
-        bound = f"round trips ({in_flight} in flight)"
+        bound = f"round trips ({in_flight})"
     else:
-        bound = f"request turnaround ({in_flight} in flight)"
+        bound = f"request turnaround ({in_flight})"
     return f"{bound}; next: {what} ({figures})"
 
 
@@ -265,6 +283,7 @@ def run_record(
             "cpu_seconds_per_gib": round(push_cpu / (client["bytes_sent"] / GiB), 3)
             if client["bytes_sent"]
             else None,
+            "machine_busy_seconds": client["machine_busy_seconds"],
             "process_cpu_seconds": round(usage.cpu_seconds, 4),
             "peak_rss_bytes": usage.peak_rss_bytes,
             "exit_code": usage.exit_code,
