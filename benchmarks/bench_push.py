@@ -44,6 +44,8 @@ HASH_CHUNK = 8 * MiB
 #: Kilobytes per unit of ru_maxrss on Linux.
 RSS_UNIT = 1024
 MB = 10**6
+#: Runs of the CPU benchmark; the least CPU of them is reported.
+CPU_REPEATS = 3
 
 
 @dataclass(frozen=True)
@@ -162,22 +164,25 @@ async def bench_cpu(work: Path) -> dict[str, object]:
     layout = work / "cpu-layout"
     write_oci_layout(layout, images=8, layers_per_image=4, layer_size=8 * MiB, seed=202)
     total = layout_bytes(layout)
-    sha = sha256_cpu_seconds(layout)
+    sha = min(sha256_cpu_seconds(layout) for _ in range(CPU_REPEATS))
+    pushes: list[Run] = []
+    idles: list[Run] = []
     async with RegistryProcess(data_dir=work / "cpu-registry") as registry:
-        hoist = await run_child(
-            "layerhoist", layerhoist_command(layout, registry.endpoint_url, "bench/cpu")
-        )
-    # The interpreter and aioboto3 start-up is paid once per process, not per GiB:
-    # measure it with a push that finds every blob present and take it out.
-    async with RegistryProcess(data_dir=work / "cpu-registry") as registry:
-        idle = await run_child(
-            "layerhoist (nothing to push)",
-            layerhoist_command(layout, registry.endpoint_url, "bench/cpu"),
-        )
+        for attempt in range(CPU_REPEATS):
+            command = layerhoist_command(layout, registry.endpoint_url, f"bench/cpu{attempt}")
+            pushes.append(await run_child("layerhoist", command))
+            # The interpreter and aioboto3 start-up is paid once per process, not per
+            # GiB: the same push again finds every blob present and measures it.
+            idles.append(await run_child("layerhoist (nothing to push)", command))
+    # This VM's CPU accounting is noisy: the least of several runs is the cost.
+    hoist = min(pushes, key=lambda run: run.cpu_seconds)
+    idle = min(idles, key=lambda run: run.cpu_seconds)
     gib = total / GiB
     per_gib = (hoist.cpu_seconds - idle.cpu_seconds) / gib
     return {
         "bytes": total,
+        "layout": "8 images x 4 layers x 8 MiB",
+        "repeats": CPU_REPEATS,
         "layerhoist": asdict(hoist),
         "startup_cpu_seconds": idle.cpu_seconds,
         "client_cpu_per_gib": per_gib,

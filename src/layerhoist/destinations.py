@@ -19,11 +19,12 @@ signs it. The client, its signing, credentials and configuration stay botocore's
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,7 +39,7 @@ from botocore.exceptions import ClientError
 from layerhoist.classification import classify
 from layerhoist.config import ECR_MAX_DIGESTS_PER_CHECK, PushConfig
 from layerhoist.errors import UsageError
-from layerhoist.hashstream import Part, PartEncoder
+from layerhoist.hashstream import Part
 from layerhoist.image import Manifest
 from layerhoist.metrics import RequestMetrics
 from layerhoist.pacing import PUBLISHED_QUOTAS, Pacer
@@ -48,6 +49,9 @@ from layerhoist.reference import DestinationRef
 AWS_DOMAINS = (".amazonaws.com", ".amazonaws.com.cn", ".api.aws")
 #: ECR Public's API is served from us-east-1 only, whatever region the images serve from.
 ECR_PUBLIC_REGION = "us-east-1"
+#: The header SigV4 reads a precomputed body hash from (botocore's canonical request).
+CONTENT_SHA256_HEADER = "X-Amz-Content-SHA256"
+_BODY_END = b'"}'
 #: Bytes handed to the HTTP connection per write when a part's body is sent.
 WIRE_SLICE = 1024 * 1024
 #: A per-run random prefix makes the marker that stands in for a part in botocore's
@@ -91,7 +95,7 @@ class EcrDestination:
         self.metrics = RequestMetrics()
         self._stack = AsyncExitStack()
         self._client: Any = None
-        self._bodies: dict[bytes, bytes] = {}
+        self._bodies: dict[bytes, PartBody] = {}
         self._markers = itertools.count()
         self._marker_prefix = os.urandom(_MARKER_PREFIX_BYTES)
         registry_id = self._options.registry_id or ref.registry_id
@@ -159,25 +163,34 @@ class EcrDestination:
         for marker, payload in self._bodies.items():
             if marker in body:
                 request.data = payload
+                # SigV4 takes a body hash given in this (signed) header instead of
+                # hashing the body itself: the hash was made in the encoding pass.
+                request.headers[CONTENT_SHA256_HEADER] = payload.sha256
                 return
 
-    def part_encoder(self, upload_id: str) -> PartEncoder:
+    def part_encoder(self, upload_id: str) -> Callable[[int, bytes], PartBody]:
         """How parts of ``upload_id`` become request bodies (called off the event loop).
 
         The body is what botocore's JSON serializer would produce for the call made in
         :meth:`upload_part`; the service parses JSON, so field order and spacing are free.
+        It stays in the pieces it is made of (no copy to join them) with the sha256 that
+        SigV4 signs, computed here in the same pass.
         """
         fields = {**self._registry, "repositoryName": self.ref.repository, "uploadId": upload_id}
         head = json.dumps(fields)[:-1].encode()
 
-        def encode(first_byte: int, data: bytes) -> bytes:
+        def encode(first_byte: int, data: bytes) -> PartBody:
             last_byte = first_byte + len(data) - 1
             prefix = b'%s, "partFirstByte": %d, "partLastByte": %d, "layerPartBlob": "' % (
                 head,
                 first_byte,
                 last_byte,
             )
-            return b"".join((prefix, pybase64.b64encode(data), b'"}'))
+            blob = pybase64.b64encode(data)
+            body_hash = hashlib.sha256(prefix)
+            body_hash.update(blob)
+            body_hash.update(_BODY_END)
+            return PartBody(pieces=(prefix, blob, _BODY_END), sha256=body_hash.hexdigest())
 
         return encode
 
@@ -238,7 +251,9 @@ class EcrDestination:
         return str(response["uploadId"]), int(part_size) if part_size else None
 
     async def upload_part(self, upload_id: str, part: Part) -> int:
-        """Send one part; return the service's ``lastByteReceived``."""
+        """Send one part (encoded by :meth:`part_encoder`); return ``lastByteReceived``."""
+        if not isinstance(part.payload, PartBody):
+            raise TypeError("parts must be encoded by this destination's part_encoder")
         raw_marker = self._marker_prefix + next(self._markers).to_bytes(_COUNTER_BYTES, "big")
         marker = b'"' + pybase64.b64encode(raw_marker) + b'"'
         self._bodies[marker] = part.payload
@@ -285,19 +300,32 @@ class EcrDestination:
                 raise
 
 
+@dataclass(frozen=True, slots=True)
+class PartBody:
+    """An UploadLayerPart request body, kept in the pieces it was built from."""
+
+    pieces: tuple[bytes, ...]
+    #: Hex sha256 of the whole body, for SigV4.
+    sha256: str
+
+    def __len__(self) -> int:
+        return sum(len(piece) for piece in self.pieces)
+
+
 def _send_in_slices(request: Any, **_: Any) -> None:
-    # Once signed, a part's body goes to aiohttp as slices of one buffer: written
-    # whole, Python 3.11's transport would join it with the headers and copy what
-    # the socket cannot take at once, three copies of every part in all.
+    # Once signed, a part's body goes to aiohttp as slices of its pieces: a body
+    # written whole would be joined with the headers and, on Python 3.11, copied
+    # again by the transport for what the socket cannot take at once.
     body = request.body
-    if isinstance(body, bytes) and len(body) > WIRE_SLICE:
+    if isinstance(body, PartBody):
         request.body = _slices(body)
 
 
-async def _slices(body: bytes) -> AsyncIterator[memoryview]:
-    view = memoryview(body)
-    for start in range(0, len(view), WIRE_SLICE):
-        yield view[start : start + WIRE_SLICE]
+async def _slices(body: PartBody) -> AsyncIterator[memoryview]:
+    for piece in body.pieces:
+        view = memoryview(piece)
+        for start in range(0, len(view), WIRE_SLICE):
+            yield view[start : start + WIRE_SLICE]
 
 
 def _code(exc: ClientError) -> str:

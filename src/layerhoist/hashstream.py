@@ -14,7 +14,7 @@ read and hashed in a worker thread, so the network and the CPU overlap.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence, Sized
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -31,7 +31,7 @@ from layerhoist.errors import CorruptBlobError, SourceChangedError
 BASE64_EXPANSION = 4 / 3
 
 #: Turns a part (its first byte's offset and its bytes) into what goes on the wire.
-PartEncoder = Callable[[int, bytes], bytes]
+PartEncoder = Callable[[int, bytes], Sized]
 
 
 @dataclass(slots=True)
@@ -43,13 +43,13 @@ class Part:
     size: int
     xxh3: int
     #: The request payload the destination's encoder made of the part's bytes.
-    payload: bytes
+    payload: Sized
     #: Memory held for this part; released once its upload is answered.
     lease: Lease
 
     def release(self) -> None:
         """Drop the payload and give its memory back to the budget (idempotent)."""
-        self.payload = b""
+        self.payload = ()
         self.lease.release()
 
     @property
@@ -65,7 +65,7 @@ def part_cost(part_size: int) -> int:
 
 def _digest_part(
     sha256: hashlib._Hash, data: bytes, first_byte: int, encode: PartEncoder
-) -> tuple[int, bytes]:
+) -> tuple[int, Sized]:
     sha256.update(data)
     return xxhash.xxh3_64_intdigest(data), encode(first_byte, data)
 
