@@ -98,9 +98,7 @@ class Pipeline:
         self._rng = rng or random.Random()
         self._budget = ByteBudget(config.memory_budget)
         self._retry_budget = RetryBudget(config.retry_budget)
-        self._backoff = Backoff(
-            initial=config.backoff_initial, base=config.backoff_base, maximum=config.backoff_max
-        )
+        self._backoff = Backoff.from_config(config)
         self._events: list[RetryEvent] = []
         self._scheduler: Scheduler[_Blob] = Scheduler(
             backoff=self._backoff,
@@ -112,11 +110,6 @@ class Pipeline:
             on_retry=self._on_retry,
         )
         self._blobs: dict[str, _Blob] = {}
-
-    @property
-    def memory_peak(self) -> int:
-        """The most layer bytes held in memory at once during the run."""
-        return self._budget.peak
 
     def _on_retry(self, event: RetryEvent) -> None:
         self._events.append(event)
