@@ -174,6 +174,10 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _mib_list(values: Sequence[int]) -> str:
     return ",".join(f"{v / MiB:g}MiB" for v in values)
 
@@ -213,7 +217,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--concurrency",
         type=_list_of(int),
         default=list(DEFAULT_CONCURRENCY),
-        help="blobs in flight, swept (default 1,4,16)",
+        help=f"blobs in flight, swept (default {','.join(map(str, DEFAULT_CONCURRENCY))})",
     )
     parser.add_argument(
         "--part-size",
@@ -646,7 +650,8 @@ class Bench:
             workers=os.cpu_count() or 1,
         )
         self.report["workload"] = {
-            "description": f"{settings.images} images x {settings.layers} layers of "
+            "description": f"{_count(settings.images, 'image')} x "
+            f"{_count(settings.layers, 'layer')} of "
             f"{_mib_list(settings.sizes)} ({format_bytes(plan.layer_bytes)} of synthetic layers, "
             f"seed {settings.seed})",
             "images": settings.images,
