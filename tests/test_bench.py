@@ -56,6 +56,7 @@ RUN_KEYS = {
     "pressure",
     "limit",
 }
+PRESSURES = {"link", "quota", "memory_budget", "client_loop", "server_loop", "machine"}
 CLIENT_KEYS = {"cpu_seconds", "cpu_seconds_per_gib", "peak_rss_bytes", "process_cpu_seconds"}
 
 
@@ -122,6 +123,8 @@ async def test_bench_writes_a_table_json_and_png(tmp_path: Path) -> None:
     for run in runs:
         assert run.keys() >= RUN_KEYS
         assert run["client"].keys() >= CLIENT_KEYS
+        assert run["pressure"].keys() >= PRESSURES
+        assert run["memory"]["held_peak_bytes"] <= run["memory"]["budget_bytes"]
         # Three layers and one config (ECR uploads both through the layer API).
         assert run["ok"] and 3 * MiB < run["layer_bytes"] < 3 * MiB + CONFIG_ROOM
         assert set(run["part_latency"]) == {"p50", "p95", "p99"}
