@@ -61,7 +61,7 @@ import aiohttp
 import anyio
 from rich.console import Console
 
-from layerhoist import benchcell
+from layerhoist import argtypes, benchcell
 from layerhoist.benchcell import EXIT_INTERRUPTED, SETUP_OPERATIONS, CellSpec
 from layerhoist.benchreport import (
     MB,
@@ -164,16 +164,6 @@ def _list_of(convert: Callable[[str], int]) -> Callable[[str], list[int]]:
     return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
@@ -200,13 +190,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--layers",
-        type=_positive,
+        type=argtypes.positive_int,
         default=DEFAULT_LAYERS,
         help=f"layers per synthetic image (default {DEFAULT_LAYERS})",
     )
     parser.add_argument(
         "--images",
-        type=_positive,
+        type=argtypes.positive_int,
         default=DEFAULT_IMAGES,
         help=f"synthetic images (default {DEFAULT_IMAGES})",
     )
@@ -248,7 +238,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         f"(default {PushConfig().memory_budget / MiB:g}MiB)",
     )
     parser.add_argument(
-        "--repeat", type=_positive, default=DEFAULT_REPEAT, help="runs per cell (default 1)"
+        "--repeat",
+        type=argtypes.positive_int,
+        default=DEFAULT_REPEAT,
+        help="runs per cell (default 1)",
     )
     parser.add_argument("--no-warmup", action="store_true", help="skip the warm-up push")
     parser.add_argument("--json", type=Path, help="write every figure to this JSON file")

@@ -16,8 +16,8 @@ from typing import NoReturn, get_args
 import anyio
 from rich.console import Console
 
-from layerhoist import __version__, bench
-from layerhoist.config import Pacing, PushConfig, parse_size
+from layerhoist import __version__, argtypes, bench
+from layerhoist.config import Pacing, PushConfig
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import LayerhoistError
 from layerhoist.pipeline import ProgressSink
@@ -41,23 +41,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def _size(text: str) -> int:
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``layerhoist`` command."""
     parser = _Parser(prog="layerhoist", description=__doc__.splitlines()[0] if __doc__ else None)
@@ -74,19 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=defaults.blob_concurrency,
         help=f"blobs uploading at once (default {defaults.blob_concurrency})",
     )
     p.add_argument(
         "--part-size",
-        type=_size,
+        type=argtypes.size,
         default=None,
         help="part size, e.g. 10MiB (default: the service's partSize, clamped to 5-10 MiB)",
     )
     p.add_argument(
         "--memory-budget",
-        type=_size,
+        type=argtypes.size,
         default=defaults.memory_budget,
         help=f"layer bytes held in memory at once (default {format_bytes(defaults.memory_budget)})",
     )

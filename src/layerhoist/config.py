@@ -2,9 +2,12 @@
 
 Memory bound (the formula the benchmarks check)::
 
-    peak bytes held for layer data ~= memory_budget
-    memory_budget >= blob_concurrency * (read_ahead_parts + 1) * part_cost
+    peak bytes held for layer data <= memory_budget
+    memory_budget >= blob_concurrency * (read_ahead_parts + 2) * part_cost
     part_cost = part_size * (1 + 4/3)   # the raw part plus its base64 request body
+
+(per blob: the part on the wire, ``read_ahead_parts`` encoded and waiting, and one
+being read). A smaller budget is safe, it only leaves some blobs waiting for memory.
 
 Every part read from a source is charged against ``memory_budget`` until its
 upload request has been answered, so peak memory depends on these settings,
