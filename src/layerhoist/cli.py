@@ -19,7 +19,7 @@ from rich.console import Console
 from layerhoist import __version__, argtypes, bench
 from layerhoist.config import Pacing, PushConfig
 from layerhoist.destinations import DestinationOptions
-from layerhoist.errors import LayerhoistError
+from layerhoist.errors import LayerhoistError, UsageError
 from layerhoist.pipeline import ProgressSink
 from layerhoist.progress import PlainProgress, TerminalProgress
 from layerhoist.push import push
@@ -109,14 +109,7 @@ def _progress(args: argparse.Namespace, console: Console) -> ProgressSink | None
     return PlainProgress(sys.stderr)
 
 
-async def _run_push(args: argparse.Namespace) -> PushResult:
-    config = PushConfig(
-        blob_concurrency=args.concurrency,
-        part_size=args.part_size,
-        memory_budget=args.memory_budget,
-        retry_budget=args.retry_budget,
-        pacing=args.pacing,
-    )
+async def _run_push(args: argparse.Namespace, config: PushConfig) -> PushResult:
     options = DestinationOptions(
         endpoint_url=args.endpoint_url,
         region=args.region,
@@ -138,10 +131,16 @@ async def _run_push(args: argparse.Namespace) -> PushResult:
 
 def _push_command(args: argparse.Namespace) -> int:
     try:
-        result = anyio.run(_run_push, args)
-    except ValueError as exc:  # an invalid PushConfig from the options
-        print(f"layerhoist: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        config = PushConfig(
+            blob_concurrency=args.concurrency,
+            part_size=args.part_size,
+            memory_budget=args.memory_budget,
+            retry_budget=args.retry_budget,
+            pacing=args.pacing,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    result = anyio.run(_run_push, args, config)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     for image in result.images:

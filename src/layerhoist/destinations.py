@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 import aioboto3
 import pybase64
+from botocore import xform_name
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
@@ -195,7 +196,7 @@ class EcrDestination:
         return encode
 
     async def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        method = getattr(self._client, _snake(operation))
+        method = getattr(self._client, xform_name(operation))
         async with self.pacer.slot(operation) if self.pacer else nullcontext():
             started = time.monotonic()
             try:
@@ -331,7 +332,3 @@ async def _slices(body: PartBody) -> AsyncIterator[memoryview]:
 def _code(exc: ClientError) -> str:
     error: Mapping[str, Any] = exc.response.get("Error", {})
     return str(error.get("Code", ""))
-
-
-def _snake(operation: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in operation).lstrip("_")
