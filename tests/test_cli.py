@@ -48,6 +48,20 @@ async def layerhoist(tmp_path: Path, *args: str, env: dict[str, str] | None = No
     )
 
 
+async def push_cli(
+    tmp_path: Path,
+    source: str,
+    destination: str,
+    endpoint: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+) -> Any:
+    """``layerhoist push SOURCE DESTINATION --endpoint-url ENDPOINT EXTRA...``."""
+    return await layerhoist(
+        tmp_path, "push", source, destination, "--endpoint-url", endpoint, *extra, env=env
+    )
+
+
 def one_line_error(completed: Any) -> str:
     stderr = completed.stderr.decode()
     assert "Traceback" not in stderr
@@ -66,12 +80,10 @@ def layout(tmp_path: Path) -> Path:
 async def test_push_json_report_and_exit_zero(
     tmp_path: Path, layout: Path, registry: EmbeddedRegistry
 ) -> None:
-    done = await layerhoist(
+    done = await push_cli(
         tmp_path,
-        "push",
         f"oci:{layout}",
         "ecr-public:cli/app",
-        "--endpoint-url",
         registry.endpoint_url,
         "--create-repo",
         "--json",
@@ -110,12 +122,10 @@ async def test_bad_input_is_one_line_and_an_exit_code(
     code: int,
     names: str,
 ) -> None:
-    done = await layerhoist(
+    done = await push_cli(
         tmp_path,
-        "push",
         source.format(layout=layout, tmp=tmp_path),
         destination,
-        "--endpoint-url",
         registry.endpoint_url,
         "--create-repo",
     )
@@ -127,12 +137,10 @@ async def test_broken_manifest_json(
     tmp_path: Path, layout: Path, registry: EmbeddedRegistry
 ) -> None:
     (layout / "index.json").write_text("{not json")
-    done = await layerhoist(
+    done = await push_cli(
         tmp_path,
-        "push",
         f"oci:{layout}",
         "ecr-public:repo",
-        "--endpoint-url",
         registry.endpoint_url,
     )
     assert done.returncode == FAILED
@@ -142,12 +150,10 @@ async def test_broken_manifest_json(
 async def test_unknown_repository_says_create_repo(
     tmp_path: Path, layout: Path, registry: EmbeddedRegistry
 ) -> None:
-    done = await layerhoist(
+    done = await push_cli(
         tmp_path,
-        "push",
         f"oci:{layout}",
         "ecr-public:absent",
-        "--endpoint-url",
         registry.endpoint_url,
     )
     assert done.returncode == FAILED
@@ -159,12 +165,10 @@ async def test_unknown_repository_says_create_repo(
 async def test_invalid_part_size_is_a_usage_error(
     tmp_path: Path, layout: Path, registry: EmbeddedRegistry
 ) -> None:
-    done = await layerhoist(
+    done = await push_cli(
         tmp_path,
-        "push",
         f"oci:{layout}",
         "ecr-public:repo",
-        "--endpoint-url",
         registry.endpoint_url,
         "--part-size",
         "1MiB",
@@ -245,12 +249,10 @@ async def test_ctrl_c_leaves_no_tag_and_a_rerun_completes(
         assert registry.stats()["images_put"] == 0
 
         registry.simulator.update({"bandwidth": None})
-        done = await layerhoist(
+        done = await push_cli(
             tmp_path,
-            "push",
             f"oci:{layout}",
             "ecr-public:interrupted",
-            "--endpoint-url",
             registry.endpoint_url,
             "--json",
         )
