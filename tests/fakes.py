@@ -24,3 +24,21 @@ class FakeClock:
         target = self.now + delay
         await anyio.lowlevel.checkpoint()
         self.now = max(self.now, target)
+
+
+class FakeTime:
+    """A clock that moves only when something sleeps on it (by exactly that long) or the
+    test sets ``now``; every sleep is recorded. Starts away from zero, like a real clock.
+    """
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await anyio.lowlevel.checkpoint()

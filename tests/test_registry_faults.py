@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -10,38 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio
-import anyio.lowlevel
 import pytest
 from botocore.exceptions import ClientError
 
+from conftest import sha256_digest
+from fakes import FakeTime
 from layerhoist.registry import EmbeddedRegistry, RegistrySettings, SimulationSettings
 
 pytestmark = pytest.mark.anyio
 
 PART = 1024
 REPO = "sim/app"
-
-
-def sha256_digest(data: bytes) -> str:
-    """The OCI digest of ``data``."""
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
-
-
-class FakeTime:
-    """A clock that moves only when something sleeps on it or the test advances it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-        await anyio.lowlevel.checkpoint()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fakes import FakeTime
 from layerhoist.registry.simulation import (
     QUOTA_PROFILES,
     ConnectionBandwidth,
@@ -11,21 +12,6 @@ from layerhoist.registry.simulation import (
     Simulator,
     parse_rate,
 )
-
-
-class FakeTime:
-    """A clock that only moves when told to or when something sleeps on it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def make(time: FakeTime, **fields: object) -> Simulator:
