@@ -11,10 +11,10 @@ import anyio
 import pytest
 
 from layerhoist import PushConfig
+from layerhoist.api import push
 from layerhoist.config import MiB
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import RepositoryNotFoundError
-from layerhoist.push import push
 from layerhoist.registry import EmbeddedRegistry
 from layerhoist.synthetic import write_oci_layout
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import aioboto3
 import pytest
 
+from layerhoist.api import push
 from layerhoist.destinations import DestinationOptions
-from layerhoist.push import push
 from layerhoist.synthetic import write_oci_layout
 
 pytestmark = pytest.mark.anyio

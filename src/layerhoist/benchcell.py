@@ -11,7 +11,7 @@ The bench starts one process per measured run, so that each run's CPU time and p
 own (the parent reads them with ``os.wait4``) and no run inherits another's heap. It goes
 through the ``layerhoist`` entry point, so it runs with the process settings ``layerhoist push``
 has (such as its malloc arena limit). The push is built from the public pieces
-:func:`layerhoist.push.push` uses (an :class:`~layerhoist.destinations.EcrDestination` and a
+:func:`layerhoist.push` uses (an :class:`~layerhoist.destinations.EcrDestination` and a
 :class:`~layerhoist.pipeline.Pipeline`), because the bench needs the destination's pacer
 statistics and a source object (:class:`~layerhoist.benchsynth.SyntheticSource`) that no
 reference string names.

@@ -17,12 +17,12 @@ import anyio
 from rich.console import Console
 
 from layerhoist import __version__, argtypes, bench
+from layerhoist.api import push
 from layerhoist.config import Pacing, PushConfig
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import LayerhoistError, UsageError
 from layerhoist.pipeline import ProgressSink
 from layerhoist.progress import PlainProgress, TerminalProgress
-from layerhoist.push import push
 from layerhoist.registry import cli as registry_cli
 from layerhoist.report import PushResult, format_bytes
 

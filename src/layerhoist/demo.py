@@ -19,12 +19,12 @@ from pathlib import Path
 import anyio
 from rich.console import Console
 
+from layerhoist.api import push
 from layerhoist.config import MiB
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import LayerhoistError
 from layerhoist.pipeline import ProgressSink
 from layerhoist.progress import PlainProgress, TerminalProgress
-from layerhoist.push import push
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.report import PushResult
 from layerhoist.synthetic import write_oci_layout
