@@ -36,7 +36,7 @@ async def test_push_into_moto_ecr_private(tmp_path: Path, moto_endpoint: str) ->
     opts = DestinationOptions(endpoint_url=moto_endpoint, create_repository=True)
     result = await push(f"oci:{layout}", destination, options=opts)
     assert result.ok, [i.error for i in result.images]
-    assert [i.destination for i in result.images] == [f"ecr:mirror/app:{t}" for t in tags]
+    assert [i.destination for i in result.images] == [f"{destination}:{t}" for t in tags]
 
     index = json.loads((layout / "index.json").read_text())
     expected = {

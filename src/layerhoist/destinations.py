@@ -113,11 +113,6 @@ class EcrDestination:
         host = urlsplit(endpoint).hostname or ""
         return host.endswith(AWS_DOMAINS)
 
-    @property
-    def service(self) -> str:
-        """The botocore service name: ``ecr-public`` or ``ecr``."""
-        return self.ref.service
-
     def _region(self) -> str | None:
         if self.ref.service == "ecr-public":
             return ECR_PUBLIC_REGION

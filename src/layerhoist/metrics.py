@@ -41,11 +41,6 @@ class RequestMetrics:
         entry.seconds += seconds
         entry.buckets[_bucket(seconds)] += 1
 
-    def count(self, operation: str) -> int:
-        """Requests made of ``operation``."""
-        entry = self._operations.get(operation)
-        return entry.count if entry else 0
-
     def percentile(self, operation: str, percent: float) -> float | None:
         """The latency under which ``percent`` % of ``operation``'s requests finished."""
         entry = self._operations.get(operation)

@@ -21,6 +21,7 @@ Shape of a run::
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -180,9 +181,8 @@ class Pipeline:
         return result
 
     def _target_name(self, tag: str | None) -> str:
-        ref = self._destination.ref
-        base = f"{ref.service}:{ref.repository}"
-        return f"{base}:{tag}" if tag else base
+        # Named as the user wrote the destination, with this image's tag.
+        return str(dataclasses.replace(self._destination.ref, tag=tag))
 
     async def _blob_worker(self) -> None:
         async for digest, blob, attempt in self._scheduler:
