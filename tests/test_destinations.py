@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
+from layerhoist import __version__
 from layerhoist.config import PushConfig
-from layerhoist.destinations import DestinationOptions, EcrDestination
+from layerhoist.destinations import DestinationOptions, EcrDestination, user_agent
 from layerhoist.reference import parse_destination
+from layerhoist.registry import EmbeddedRegistry
 
 
 @pytest.mark.parametrize(
@@ -32,3 +37,29 @@ def test_published_quotas_pace_aws_endpoints_only_in_auto(
 def test_unknown_pacing_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="pacing"):
         PushConfig(pacing="sometimes")  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_requests_name_layerhoist_in_their_user_agent(
+    registry: EmbeddedRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    sent: list[bytes] = []
+
+    def record(request: Any, **_: Any) -> None:
+        sent.append(request.headers["User-Agent"])
+
+    destination = EcrDestination(
+        parse_destination("ecr-public:team/app"),
+        config=PushConfig(),
+        options=DestinationOptions(endpoint_url=registry.endpoint_url),
+    )
+    async with destination:
+        destination.client.meta.events.register("before-send", record)
+        await destination.ensure_repository(create=True)
+        await destination.missing_blobs(["sha256:" + "0" * 64])
+    assert len(sent) == 3
+    assert all(agent.decode().startswith(user_agent()) for agent in sent)
+    assert user_agent().startswith(f"layerhoist/{__version__} ")

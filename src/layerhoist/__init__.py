@@ -33,6 +33,7 @@ from layerhoist.errors import UsageError as UsageError
 from layerhoist.report import BlobOutcome as BlobOutcome
 from layerhoist.report import ImageOutcome as ImageOutcome
 from layerhoist.report import PushResult as PushResult
+from layerhoist.version import __version__ as __version__
 
 __all__ = [
     "BlobOutcome",
@@ -50,4 +51,3 @@ __all__ = [
     "push",
     "push_sync",
 ]
-__version__ = "0.1.0"
