@@ -7,7 +7,6 @@ error, 130 interrupted. Errors are one line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import sys
@@ -18,6 +17,7 @@ import anyio
 from rich.console import Console
 
 from layerhoist import __version__, argtypes, bench
+from layerhoist.allocator import tune_malloc
 from layerhoist.api import push
 from layerhoist.config import Pacing, PushConfig
 from layerhoist.destinations import DestinationOptions
@@ -32,15 +32,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: 128 + SIGINT, what shells expect of a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
-#: glibc's mallopt parameter numbers (malloc.h) and the values the CLI sets.
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
-MALLOC_ARENAS = 2
-#: Larger than any part buffer, so parts are carved from the arenas' heaps.
-MALLOC_MMAP_THRESHOLD = 64 * 1024 * 1024
-#: Free memory an arena keeps at its top instead of returning it to the kernel.
-MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
 
 
 class _Parser(argparse.ArgumentParser):
@@ -160,28 +151,9 @@ def _push_command(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _tune_malloc() -> None:
-    # glibc gives every thread that allocates under contention an arena of its own
-    # and keeps what is freed there for later: parts read and encoded in worker
-    # threads would leave freed part buffers in a dozen arenas, and resident memory
-    # far above the memory budget. Two arenas keep the budget's promise. Within
-    # them, part buffers come from the heap (not one mmap each) and a little freed
-    # memory is kept for the next part: fresh pages cost a fault each, and faults
-    # were a fifth of the client's CPU per GiB pushed.
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl has no arenas to limit)
-        return
-    libc.mallopt(M_ARENA_MAX, MALLOC_ARENAS)
-    libc.mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
-    libc.mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (also the console script's entry)."""
-    _tune_malloc()
+    tune_malloc()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
