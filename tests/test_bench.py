@@ -163,7 +163,9 @@ async def test_bench_against_a_destination_counts_what_the_registry_received(
     assert all(4 * MiB < run["bytes_sent"] < 4 * MiB + 2 * CONFIG_ROOM for run in runs)
     assert stats["images_put"] == 4
     # One scratch repository per run, deleted at the end with everything in it.
-    assert stats["requests"]["CreateRepository"] == stats["requests"]["DeleteRepository"] == 2
+    requests = stats["requests"]
+    assert isinstance(requests, dict)
+    assert requests["CreateRepository"] == requests["DeleteRepository"] == 2
     assert left == []
 
 

@@ -63,7 +63,7 @@ async def push_cli(
 
 
 def one_line_error(completed: Any) -> str:
-    stderr = completed.stderr.decode()
+    stderr: str = completed.stderr.decode()
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("layerhoist: error:")]
     assert len(errors) >= 1, stderr

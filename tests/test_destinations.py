@@ -46,6 +46,7 @@ async def test_requests_name_layerhoist_in_their_user_agent(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     sent: list[bytes] = []
 
     def record(request: Any, **_: Any) -> None:

@@ -44,6 +44,7 @@ async def test_parts_are_exact_and_hashed_in_one_pass(chunk: int) -> None:
     async with r:
         async for part in r.parts():
             parts.append(part)
+            assert isinstance(part.payload, bytes)
             payloads.append(part.payload)
             part.release()
     assert [p.size for p in parts] == [PART, PART, PART, 588]

@@ -305,7 +305,7 @@ async def test_describe_repositories_pages(client: Any) -> None:
     for n in range(5):
         await client.create_repository(repositoryName=f"page/r{n}")
     paginator = client.get_paginator("describe_repositories")
-    names = []
+    names: list[str] = []
     pages = 0
     async for page in paginator.paginate(PaginationConfig={"PageSize": 2}):
         pages += 1
