@@ -167,7 +167,12 @@ def test_skopeo_accepts_the_layout(tmp_path: Path, multiarch: bool, skopeo: str)
     ],
 )
 def test_rejects_bad_arguments(tmp_path: Path, arguments: dict[str, int], fragment: str) -> None:
-    settings: dict[str, Any] = {"images": 1, "layers_per_image": 2, "layer_size": LAYER_SIZE, **arguments}
+    settings: dict[str, Any] = {
+        "images": 1,
+        "layers_per_image": 2,
+        "layer_size": LAYER_SIZE,
+        **arguments,
+    }
     with pytest.raises(ValueError, match=fragment):
         write_oci_layout(tmp_path, **settings)
 
