@@ -41,12 +41,13 @@ import anyio
 import xxhash
 
 from layerhoist.allocator import tune_malloc
-from layerhoist.config import GiB, MiB, PushConfig
-from layerhoist.destinations import EcrDestination
-from layerhoist.hashstream import BASE64_EXPANSION
-from layerhoist.reference import parse_destination
+from layerhoist.destinations.ecr.destination import EcrDestination
+from layerhoist.destinations.ecr.limits import BASE64_EXPANSION, PREFERRED_MAX_PART_SIZE
+from layerhoist.push.config import PushConfig
+from layerhoist.refs import parse_destination
 from layerhoist.registry.launcher import RegistryProcess
-from layerhoist.synthetic import write_oci_layout
+from layerhoist.testing.synthetic import write_oci_layout
+from layerhoist.units import GiB, MiB
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
@@ -264,7 +265,7 @@ async def _cpu_case(work: Path, shape: Shape) -> dict[str, object]:
     write_oci_layout(layout, seed=202, **shape)
     total = layout_bytes(layout)
     sha = min(sha256_cpu_seconds(layout) for _ in range(CPU_REPEATS))
-    floor = min(floor_cpu_seconds(layout, PushConfig().max_part_size) for _ in range(CPU_REPEATS))
+    floor = min(floor_cpu_seconds(layout, PREFERRED_MAX_PART_SIZE) for _ in range(CPU_REPEATS))
     wire = min(
         [await loopback_send_cpu_seconds(int(total * BASE64_EXPANSION)) for _ in range(CPU_REPEATS)]
     )

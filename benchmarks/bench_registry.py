@@ -30,8 +30,8 @@ import aiohttp
 import anyio
 import pybase64
 
-from layerhoist.config import GiB, MiB
 from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.units import GiB, MiB
 
 REPOSITORY = "bench/registry"
 TARGET_PREFIX = "SpencerFrontendService."

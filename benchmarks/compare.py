@@ -34,11 +34,11 @@ import aiohttp
 import anyio
 
 from layerhoist.bench import PROFILES, embedded_env, measure_child
-from layerhoist.benchplot import plot_comparison
-from layerhoist.benchreport import MB, environment
-from layerhoist.config import GiB, MiB, parse_size
+from layerhoist.bench.plot import plot_comparison
+from layerhoist.bench.report import MB, environment
 from layerhoist.registry.launcher import RegistryProcess
-from layerhoist.synthetic import write_oci_layout
+from layerhoist.testing.synthetic import write_oci_layout
+from layerhoist.units import GiB, MiB, parse_size
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"

@@ -12,11 +12,11 @@ import pytest
 
 from layerhoist import PushConfig
 from layerhoist.api import push
-from layerhoist.config import MiB
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import RepositoryNotFoundError
 from layerhoist.registry import EmbeddedRegistry
-from layerhoist.synthetic import write_oci_layout
+from layerhoist.testing.synthetic import write_oci_layout
+from layerhoist.units import MiB
 
 pytestmark = pytest.mark.anyio
 

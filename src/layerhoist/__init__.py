@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from layerhoist.api import push as push
 from layerhoist.api import push_sync as push_sync
-from layerhoist.config import PushConfig as PushConfig
 from layerhoist.destinations import DestinationOptions as DestinationOptions
 from layerhoist.errors import CorruptBlobError as CorruptBlobError
 from layerhoist.errors import CredentialsError as CredentialsError
@@ -30,9 +29,10 @@ from layerhoist.errors import LayerhoistError as LayerhoistError
 from layerhoist.errors import RepositoryNotFoundError as RepositoryNotFoundError
 from layerhoist.errors import SourceError as SourceError
 from layerhoist.errors import UsageError as UsageError
-from layerhoist.report import BlobOutcome as BlobOutcome
-from layerhoist.report import ImageOutcome as ImageOutcome
-from layerhoist.report import PushResult as PushResult
+from layerhoist.push.config import PushConfig as PushConfig
+from layerhoist.push.report import BlobOutcome as BlobOutcome
+from layerhoist.push.report import ImageOutcome as ImageOutcome
+from layerhoist.push.report import PushResult as PushResult
 from layerhoist.version import __version__ as __version__
 
 __all__ = [

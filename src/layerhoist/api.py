@@ -1,20 +1,79 @@
-"""The library entry point: ``await layerhoist.push(source, destination)``."""
+"""The library entry point, ``await layerhoist.push(source, destination)``, and the one place
+a push is composed: a loaded source, an open and prepared destination, a pipeline.
+
+:func:`prepare_push` is that composition; :func:`push`, the CLI, the demo and the bench all
+go through it, so they push the same way.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import anyio
 
-from layerhoist.classification import classify, to_user_error
-from layerhoist.config import PushConfig
-from layerhoist.destinations import DestinationOptions, EcrDestination
+from layerhoist.destinations import (
+    Destination,
+    DestinationOptions,
+    open_destination,
+    part_limits,
+)
 from layerhoist.errors import UsageError
 from layerhoist.image import Image
-from layerhoist.pipeline import Pipeline, ProgressSink
-from layerhoist.reference import DestinationRef, SourceRef, parse_destination, parse_source
-from layerhoist.report import PushResult
-from layerhoist.sources import open_source
+from layerhoist.push.config import PushConfig
+from layerhoist.push.pipeline import Pipeline, ProgressSink
+from layerhoist.push.report import PushResult
+from layerhoist.refs import DestinationRef, SourceRef, parse_destination, parse_source
+from layerhoist.sources import Source, open_source
+
+
+@dataclass(frozen=True)
+class PreparedPush:
+    """A push ready to run: the images loaded, the destination open and its repository there."""
+
+    images: Sequence[Image]
+    #: The tag each image gets (``None``: by digest only).
+    targets: Sequence[str | None]
+    destination: Destination
+    pipeline: Pipeline
+
+    async def run(self) -> PushResult:
+        """Push every image; failures are reported in the result."""
+        return await self.pipeline.run(self.images, targets=self.targets)
+
+
+@asynccontextmanager
+async def prepare_push(
+    source: Source,
+    destination: DestinationRef,
+    *,
+    config: PushConfig,
+    options: DestinationOptions,
+    progress: ProgressSink | None = None,
+) -> AsyncIterator[PreparedPush]:
+    """Load ``source``, open ``destination`` and make sure its repository exists.
+
+    Raises a :class:`~layerhoist.errors.LayerhoistError` for what stops the run before any
+    image is pushed (an unreadable source, a missing repository, rejected credentials). The
+    caller keeps ``source`` and closes it.
+    """
+    part_limits(destination).check(config)
+    images = await source.load()
+    targets = _targets(images, destination)
+    async with open_destination(destination, config=config, options=options) as dest:
+        pipeline = Pipeline(source=source, destination=dest, config=config, progress=progress)
+        subject = str(destination)
+        try:
+            await pipeline.retry(
+                lambda: dest.prepare(create=options.create_repository), subject=subject
+            )
+        except Exception as exc:
+            error = pipeline.user_error(exc, subject=subject)
+            if error is exc:
+                raise
+            raise error from exc
+        yield PreparedPush(images=images, targets=targets, destination=dest, pipeline=pipeline)
 
 
 async def push(
@@ -34,29 +93,20 @@ async def push(
     before any image could be pushed (bad reference, unreadable source, missing
     repository, rejected credentials) raise a :class:`~layerhoist.errors.LayerhoistError`.
     """
-    config = config or PushConfig()
-    options = options or DestinationOptions()
     source_ref = parse_source(source) if isinstance(source, str) else source
     destination_ref = (
         parse_destination(destination) if isinstance(destination, str) else destination
     )
     opened = open_source(source_ref)
     try:
-        images = await opened.load()
-        targets = _targets(images, destination_ref)
-        async with EcrDestination(destination_ref, config=config, options=options) as dest:
-            pipeline = Pipeline(source=opened, destination=dest, config=config, progress=progress)
-            try:
-                await pipeline.retry(
-                    lambda: dest.ensure_repository(create=options.create_repository),
-                    subject=str(destination_ref),
-                )
-            except Exception as exc:
-                error = to_user_error(classify(exc), subject=str(destination_ref))
-                if error is exc:
-                    raise
-                raise error from exc
-            return await pipeline.run(images, targets=targets)
+        async with prepare_push(
+            opened,
+            destination_ref,
+            config=config or PushConfig(),
+            options=options or DestinationOptions(),
+            progress=progress,
+        ) as prepared:
+            return await prepared.run()
     finally:
         await opened.aclose()
 

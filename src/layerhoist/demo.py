@@ -20,14 +20,14 @@ import anyio
 from rich.console import Console
 
 from layerhoist.api import push
-from layerhoist.config import MiB
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import LayerhoistError
-from layerhoist.pipeline import ProgressSink
-from layerhoist.progress import PlainProgress, TerminalProgress
+from layerhoist.push.pipeline import ProgressSink
+from layerhoist.push.progress import PlainProgress, TerminalProgress
+from layerhoist.push.report import PushResult
 from layerhoist.registry.launcher import RegistryProcess
-from layerhoist.report import PushResult
-from layerhoist.synthetic import write_oci_layout
+from layerhoist.testing.synthetic import write_oci_layout
+from layerhoist.units import MiB
 
 IMAGES = 4
 LAYERS_PER_IMAGE = 3

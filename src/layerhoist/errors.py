@@ -14,18 +14,20 @@
         └── RepositoryNotFoundError the repository does not exist (and no --create-repo)
 
 Lower-level errors (botocore, aiohttp, OS) are mapped to these at the boundary by
-``layerhoist.classification``; the CLI prints ``str(error)`` and exits with
-``error.exit_code``, never a traceback.
+``layerhoist.push.verdicts`` and each destination's error table; the CLI prints
+``str(error)`` and exits with ``error.exit_code``, never a traceback.
 """
 
 from __future__ import annotations
+
+from layerhoist.exits import EXIT_FAILED, EXIT_USAGE
 
 
 class LayerhoistError(Exception):
     """Base of every error layerhoist reports to its user."""
 
     #: Process exit code the CLI uses when this error ends a run.
-    exit_code: int = 1
+    exit_code: int = EXIT_FAILED
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -38,7 +40,7 @@ class LayerhoistError(Exception):
 class UsageError(LayerhoistError):
     """A malformed reference, option or argument: the command line must change."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class SourceError(LayerhoistError):

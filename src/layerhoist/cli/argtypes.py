@@ -1,0 +1,26 @@
+"""Argument types shared by the ``layerhoist`` subcommands (argparse ``type=`` callables)."""
+
+from __future__ import annotations
+
+import argparse
+
+from layerhoist.units import parse_size
+
+
+def size(text: str) -> int:
+    """A byte size such as ``10MiB``, ``5MB`` or ``4096``."""
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def positive_int(text: str) -> int:
+    """A whole number above zero."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value

@@ -1,0 +1,7 @@
+"""ECR and ECR Public through their layer API: the destination, its part bodies, limits and errors.
+
+- :mod:`.destination`: :class:`~.destination.EcrDestination` and its blob uploads (aioboto3).
+- :mod:`.body`: UploadLayerPart bodies built in the hashing pass and spliced into botocore.
+- :mod:`.limits`: part sizes, batch sizes, published request-rate quotas.
+- :mod:`.errors`: the error table (service codes, botocore and aiohttp exceptions).
+"""

@@ -1,0 +1,301 @@
+"""ECR Public and ECR through their layer API, with aioboto3.
+
+One :class:`EcrDestination` per run holds one client (one connection pool) and offers the
+steps of a push as small methods, each paced per operation on the client side:
+BatchCheckLayerAvailability (:meth:`EcrDestination.missing_blobs`), InitiateLayerUpload
+(:meth:`EcrDestination.start_upload`), then per blob an :class:`EcrBlobUpload` for
+UploadLayerPart and CompleteLayerUpload, and PutImage (:meth:`EcrDestination.put_manifest`).
+Retrying is not done here: botocore's own retries are switched off so that the pipeline's
+retry layer alone decides (with :class:`~layerhoist.destinations.ecr.errors.EcrErrors`), and
+retries never multiply. Part bodies are built in the hashing pass
+(:mod:`layerhoist.destinations.ecr.body`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from collections.abc import Callable, Iterable, Sized
+from contextlib import AsyncExitStack, nullcontext
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import aioboto3
+from botocore import xform_name
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+
+from layerhoist.destinations import DestinationOptions, PartLimits
+from layerhoist.destinations.ecr.body import PartBody, PartSplicer, part_encoder, send_in_slices
+from layerhoist.destinations.ecr.errors import EcrErrors, classify, error_code
+from layerhoist.destinations.ecr.limits import (
+    AWS_DOMAINS,
+    ECR_PUBLIC_REGION,
+    MAX_DIGESTS_PER_CHECK,
+    PART_LIMITS,
+    PUBLISHED_QUOTAS,
+)
+from layerhoist.errors import UsageError
+from layerhoist.image import Descriptor, Manifest
+from layerhoist.push.config import PushConfig
+from layerhoist.push.metrics import RequestMetrics
+from layerhoist.push.pacing import Pacer
+from layerhoist.push.parts import Part
+from layerhoist.push.verdicts import ErrorTable
+from layerhoist.refs import DestinationRef
+from layerhoist.version import __version__
+
+
+class EcrDestination:
+    """A repository in ECR Public or ECR, reached through the layer API.
+
+    Use as an async context manager; it opens one aioboto3 client for the run.
+    """
+
+    #: ECR's part rules (5 to 20 MiB parts, base64 bodies).
+    limits: PartLimits = PART_LIMITS
+    #: ECR's error table.
+    errors: ErrorTable = EcrErrors()
+
+    def __init__(
+        self,
+        ref: DestinationRef,
+        *,
+        config: PushConfig,
+        options: DestinationOptions | None = None,
+        pacer: Pacer | None = None,
+    ) -> None:
+        self.ref = ref
+        self.description = str(ref)
+        self._config = config
+        self._options = options or DestinationOptions()
+        if pacer is None and self._paced():
+            pacer = Pacer(quotas=PUBLISHED_QUOTAS[ref.service])
+        self.pacer = pacer
+        #: Requests made, errors and latency percentiles per operation.
+        self.metrics = RequestMetrics()
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._splicer = PartSplicer()
+        registry_id = self._options.registry_id or ref.registry_id
+        # registryId is optional in every call; the repository is named per call
+        # because DescribeRepositories takes a list of names instead.
+        self._registry: dict[str, str] = {"registryId": registry_id} if registry_id else {}
+
+    @property
+    def client(self) -> Any:
+        """The open aioboto3 client, e.g. to register botocore event hooks for logging."""
+        if self._client is None:
+            raise RuntimeError("the destination is not open (use it as an async context manager)")
+        return self._client
+
+    def target_name(self, tag: str | None) -> str:
+        """Named as the user wrote the destination, with this image's tag."""
+        return str(dataclasses.replace(self.ref, tag=tag))
+
+    def _paced(self) -> bool:
+        if self._config.pacing != "auto":
+            return self._config.pacing == "published"
+        endpoint = self._options.endpoint_url
+        if endpoint is None:
+            return True
+        host = urlsplit(endpoint).hostname or ""
+        return host.endswith(AWS_DOMAINS)
+
+    def _region(self) -> str | None:
+        if self.ref.service == "ecr-public":
+            return ECR_PUBLIC_REGION
+        return self._options.region or self.ref.region
+
+    async def __aenter__(self) -> Self:
+        try:
+            session = aioboto3.Session(profile_name=self._options.profile)
+        except Exception as exc:  # botocore.exceptions.ProfileNotFound and kin
+            raise UsageError(f"AWS profile {self._options.profile!r}: {exc}") from exc
+        boto_config = BotoConfig(
+            # total_max_attempts counts the first try: botocore never retries, the pipeline does.
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=self._config.connect_timeout,
+            read_timeout=self._config.read_timeout,
+            max_pool_connections=self._config.max_connections,
+            tcp_keepalive=True,
+            # botocore otherwise rebuilds its User-Agent from some thirty components
+            # twice per request, a tenth of a small call's CPU; this one is built once
+            # and names layerhoist in CloudTrail's userAgent field.
+            user_agent=user_agent(),
+        )
+        self._client = await self._stack.enter_async_context(
+            session.client(
+                self.ref.service,
+                endpoint_url=self._options.endpoint_url,
+                region_name=self._region(),
+                config=boto_config,
+            )
+        )
+        events = self._client.meta.events
+        events.register_first(f"request-created.{self.ref.service}.UploadLayerPart", self._splicer)
+        events.register(f"before-send.{self.ref.service}.UploadLayerPart", send_in_slices)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stack.aclose()
+
+    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
+        """Make one API call (paced, measured, registry id added); botocore never retries it."""
+        method = getattr(self.client, xform_name(operation))
+        async with self.pacer.slot(operation) if self.pacer else nullcontext():
+            started = time.monotonic()
+            try:
+                response: dict[str, Any] = await method(**self._registry, **params)
+            except Exception as exc:
+                self.metrics.record(operation, time.monotonic() - started, ok=False)
+                if self.pacer is not None and classify(exc, operation=operation).throttled:
+                    self.pacer.throttled(operation)
+                raise
+        self.metrics.record(operation, time.monotonic() - started, ok=True)
+        if self.pacer is not None:
+            self.pacer.succeeded(operation)
+        return response
+
+    async def prepare(self, *, create: bool) -> None:
+        """Check the repository exists; create it when ``create`` is set."""
+        try:
+            await self.call("DescribeRepositories", repositoryNames=[self.ref.repository])
+            return
+        except ClientError as exc:
+            # Without create, the error table turns this into the user's message.
+            if error_code(exc) != "RepositoryNotFoundException" or not create:
+                raise
+        try:
+            await self.call("CreateRepository", repositoryName=self.ref.repository)
+        except ClientError as exc:
+            if error_code(exc) != "RepositoryAlreadyExistsException":
+                raise
+
+    async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
+        """Return the digests the repository does not have yet (BatchCheckLayerAvailability)."""
+        wanted = list(dict.fromkeys(digests))
+        missing: set[str] = set()
+        for start in range(0, len(wanted), MAX_DIGESTS_PER_CHECK):
+            batch = wanted[start : start + MAX_DIGESTS_PER_CHECK]
+            response = await self.call(
+                "BatchCheckLayerAvailability",
+                repositoryName=self.ref.repository,
+                layerDigests=batch,
+            )
+            available = {
+                layer["layerDigest"]
+                for layer in response.get("layers", [])
+                if layer.get("layerAvailability") == "AVAILABLE"
+            }
+            missing.update(d for d in batch if d not in available)
+        return missing
+
+    async def start_upload(self, descriptor: Descriptor) -> EcrBlobUpload:
+        """InitiateLayerUpload; the part size follows the service's ``partSize``."""
+        response = await self.call("InitiateLayerUpload", repositoryName=self.ref.repository)
+        offered = response.get("partSize")
+        return EcrBlobUpload(
+            self,
+            upload_id=str(response["uploadId"]),
+            part_size=self.limits.part_size(
+                self._config, offered=int(offered) if offered else None
+            ),
+        )
+
+    def part_encoder(self, upload_id: str) -> Callable[[int, bytes], PartBody]:
+        """How parts of ``upload_id`` become UploadLayerPart bodies (see :mod:`.body`)."""
+        fields = {**self._registry, "repositoryName": self.ref.repository, "uploadId": upload_id}
+        return part_encoder(fields)
+
+    async def upload_part(self, upload_id: str, part: Part) -> int:
+        """Send one part (encoded by :meth:`part_encoder`); return ``lastByteReceived``."""
+        if not isinstance(part.payload, PartBody):
+            raise TypeError("parts must be encoded by this destination's part_encoder")
+        with self._splicer.marker(part.payload) as marker:
+            response = await self.call(
+                "UploadLayerPart",
+                repositoryName=self.ref.repository,
+                uploadId=upload_id,
+                partFirstByte=part.first_byte,
+                partLastByte=part.last_byte,
+                layerPartBlob=marker,
+            )
+        return int(response["lastByteReceived"])
+
+    async def complete_upload(self, upload_id: str, digest: str) -> None:
+        """Finish an upload; the service recomputes the digest. Already-there is success."""
+        try:
+            await self.call(
+                "CompleteLayerUpload",
+                repositoryName=self.ref.repository,
+                uploadId=upload_id,
+                layerDigests=[digest],
+            )
+        except ClientError as exc:
+            if error_code(exc) != "LayerAlreadyExistsException":
+                raise
+
+    async def put_manifest(self, manifest: Manifest, *, tag: str | None) -> None:
+        """PutImage of the manifest byte for byte, tagged when ``tag`` is given."""
+        params: dict[str, Any] = {
+            "repositoryName": self.ref.repository,
+            "imageManifest": manifest.raw.decode("utf-8"),
+            "imageManifestMediaType": manifest.media_type,
+            "imageDigest": manifest.digest,
+        }
+        if tag is not None:
+            params["imageTag"] = tag
+        try:
+            await self.call("PutImage", **params)
+        except ClientError as exc:
+            if error_code(exc) != "ImageAlreadyExistsException":
+                raise
+
+
+class EcrBlobUpload:
+    """One layer upload: UploadLayerPart in order, then CompleteLayerUpload."""
+
+    def __init__(self, destination: EcrDestination, *, upload_id: str, part_size: int) -> None:
+        self.upload_id = upload_id
+        self.part_size = part_size
+        self._destination = destination
+        self._encode = destination.part_encoder(upload_id)
+
+    def encode(self, first_byte: int, data: bytes) -> Sized:
+        """The part's whole UploadLayerPart body, with its SigV4 hash."""
+        return self._encode(first_byte, data)
+
+    async def send_part(self, part: Part) -> None:
+        """UploadLayerPart; a retried part whose first attempt landed counts as sent."""
+        try:
+            await self._destination.upload_part(self.upload_id, part)
+        except ClientError as exc:
+            # The first attempt's answer was lost but its bytes landed: the service refuses
+            # the repeat as out of order, naming the last byte it holds.
+            landed = exc.response.get("lastValidByteReceived")
+            if error_code(exc) == "InvalidLayerPartException" and landed == part.last_byte:
+                return
+            raise
+
+    async def commit(self, digest: str) -> None:
+        """CompleteLayerUpload as ``digest``; the layer being there already is success."""
+        await self._destination.complete_upload(self.upload_id, digest)
+
+
+def user_agent() -> str:
+    """The User-Agent layerhoist sends to AWS: itself, its SDK and the platform.
+
+    botocore appends the session's own ``botocore/VERSION`` token after it.
+    """
+    return (
+        f"layerhoist/{__version__} aioboto3/{aioboto3.__version__} "
+        f"Python/{platform.python_version()} {platform.system()}/{platform.release()}"
+    )

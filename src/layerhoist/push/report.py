@@ -1,0 +1,108 @@
+"""What a push did: per-image and per-blob outcomes, bytes, timings and retries.
+
+The pipeline fills a :class:`PushResult`; the CLI prints its one-line summary or its
+JSON form. Nothing here holds a secret: only references, digests, codes and figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from layerhoist.push.retry import RetryEvent
+from layerhoist.units import format_bytes
+
+BlobStatus = Literal["uploaded", "present", "failed", "pending"]
+ImageStatus = Literal["pushed", "failed"]
+
+
+@dataclass(kw_only=True)
+class BlobOutcome:
+    """What happened to one blob of the run."""
+
+    digest: str
+    size: int
+    status: BlobStatus = "pending"
+    #: Upload attempts made (0 when the destination already had the blob).
+    attempts: int = 0
+    #: Layer bytes sent, retries included.
+    bytes_sent: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass(kw_only=True)
+class ImageOutcome:
+    """What happened to one image (a manifest or an index and its children)."""
+
+    destination: str
+    source: str
+    digest: str
+    status: ImageStatus = "failed"
+    blobs: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(kw_only=True)
+class PushResult:
+    """The outcome of a whole run."""
+
+    source: str
+    destination: str
+    images: list[ImageOutcome] = field(default_factory=list)
+    blobs: list[BlobOutcome] = field(default_factory=list)
+    retries: list[RetryEvent] = field(default_factory=list)
+    seconds: float = 0.0
+    #: Per operation: requests, errors, seconds and latency percentiles.
+    requests: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    #: The most layer bytes held in memory at once (the memory budget's peak).
+    memory_peak: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when every image landed."""
+        return all(image.status == "pushed" for image in self.images)
+
+    @property
+    def bytes_uploaded(self) -> int:
+        """Layer bytes sent over the wire, retries included."""
+        return sum(blob.bytes_sent for blob in self.blobs)
+
+    def retry_causes(self) -> dict[str, int]:
+        """How many retries each cause (service error code or network error) led to."""
+        return dict(Counter(event.cause for event in self.retries))
+
+    def summary(self) -> str:
+        """One line for a human: images, blobs, bytes, rate and retries."""
+        pushed = sum(image.status == "pushed" for image in self.images)
+        uploaded = sum(blob.status == "uploaded" for blob in self.blobs)
+        present = sum(blob.status == "present" for blob in self.blobs)
+        rate = self.bytes_uploaded / self.seconds if self.seconds > 0 else 0.0
+        causes = ", ".join(f"{cause} {n}" for cause, n in sorted(self.retry_causes().items()))
+        retries = f"{len(self.retries)} retries" + (f" ({causes})" if causes else "")
+        return (
+            f"{pushed}/{len(self.images)} images pushed, {uploaded} blobs uploaded, "
+            f"{present} already present, {format_bytes(self.bytes_uploaded)} in "
+            f"{self.seconds:.1f}s ({format_bytes(rate)}/s), {retries}"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A machine-readable report (the CLI's ``--json``)."""
+        return {
+            "ok": self.ok,
+            "source": self.source,
+            "destination": self.destination,
+            "seconds": round(self.seconds, 3),
+            "bytes_uploaded": self.bytes_uploaded,
+            "memory_peak": self.memory_peak,
+            "requests": self.requests,
+            "images": [dataclasses.asdict(image) for image in self.images],
+            "blobs": [dataclasses.asdict(blob) for blob in self.blobs],
+            "retries": {
+                "total": len(self.retries),
+                "by_cause": self.retry_causes(),
+                "events": [dataclasses.asdict(event) for event in self.retries],
+            },
+        }

@@ -1,0 +1,57 @@
+"""Byte sizes: the unit constants, the one size grammar users type, and sizes for people.
+
+``parse_size`` is the only parser of sizes in the package (the CLI, the bench and the embedded
+registry all use it): ``10MiB``, ``5MB``, ``5M``, ``1.5GiB`` or a bare number of bytes. Decimal
+prefixes (``k M G``) are powers of 1000, binary ones (``Ki Mi Gi``) powers of 1024, and the
+trailing ``B`` is optional, as in ``curl --limit-rate``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+_SIZE_PATTERN = re.compile(r"\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)\s*")
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "ki": KiB,
+    "kib": KiB,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "mi": MiB,
+    "mib": MiB,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "gi": GiB,
+    "gib": GiB,
+}
+_HUMAN_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+
+
+def parse_size(text: str) -> int:
+    """``'10MiB'`` -> 10485760, ``'5MB'`` -> 5000000, ``'4096'`` -> 4096; ValueError otherwise."""
+    match = _SIZE_PATTERN.fullmatch(text)
+    unit = match["unit"].lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (use e.g. 5MiB, 10MB or 4096)")
+    value = float(match["number"]) * _SIZE_UNITS[unit]
+    if not math.isfinite(value):
+        raise ValueError(f"not a size: {text!r} (too large)")
+    return int(value)
+
+
+def format_bytes(count: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``: sizes for people."""
+    value = float(count)
+    for unit in _HUMAN_UNITS[:-1]:
+        if abs(value) < KiB:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= KiB
+    return f"{value:.1f} {_HUMAN_UNITS[-1]}"
