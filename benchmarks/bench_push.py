@@ -43,10 +43,10 @@ import xxhash
 from layerhoist.allocator import tune_malloc
 from layerhoist.destinations.ecr.destination import EcrDestination
 from layerhoist.destinations.ecr.limits import BASE64_EXPANSION, PREFERRED_MAX_PART_SIZE
-from layerhoist.push.config import PushConfig
 from layerhoist.refs import parse_destination
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.testing.synthetic import write_oci_layout
+from layerhoist.transfer.config import PushConfig
 from layerhoist.units import GiB, MiB
 
 BENCHMARKS = Path(__file__).resolve().parent

@@ -21,11 +21,11 @@ from layerhoist.destinations import (
 )
 from layerhoist.errors import UsageError
 from layerhoist.image import Image
-from layerhoist.push.config import PushConfig
-from layerhoist.push.pipeline import Pipeline, ProgressSink
-from layerhoist.push.report import PushResult
 from layerhoist.refs import DestinationRef, SourceRef, parse_destination, parse_source
 from layerhoist.sources import Source, open_source
+from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.pipeline import Pipeline, ProgressSink
+from layerhoist.transfer.report import PushResult
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,11 @@ from rich.console import Console
 from layerhoist.api import push
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import LayerhoistError
-from layerhoist.push.pipeline import ProgressSink
-from layerhoist.push.progress import PlainProgress, TerminalProgress
-from layerhoist.push.report import PushResult
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.testing.synthetic import write_oci_layout
+from layerhoist.transfer.pipeline import ProgressSink
+from layerhoist.transfer.progress import PlainProgress, TerminalProgress
+from layerhoist.transfer.report import PushResult
 from layerhoist.units import MiB
 
 IMAGES = 4

@@ -14,7 +14,7 @@
         └── RepositoryNotFoundError the repository does not exist (and no --create-repo)
 
 Lower-level errors (botocore, aiohttp, OS) are mapped to these at the boundary by
-``layerhoist.push.verdicts`` and each destination's error table; the CLI prints
+``layerhoist.transfer.verdicts`` and each destination's error table; the CLI prints
 ``str(error)`` and exits with ``error.exit_code``, never a traceback.
 """
 

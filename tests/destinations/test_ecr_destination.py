@@ -8,9 +8,9 @@ import pytest
 from layerhoist import __version__
 from layerhoist.destinations import DestinationOptions
 from layerhoist.destinations.ecr.destination import EcrDestination, user_agent
-from layerhoist.push.config import PushConfig
 from layerhoist.refs import parse_destination
 from layerhoist.registry import EmbeddedRegistry
+from layerhoist.transfer.config import PushConfig
 
 
 @pytest.mark.parametrize(

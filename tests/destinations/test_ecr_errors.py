@@ -25,10 +25,10 @@ from layerhoist.errors import (
     SourceChangedError,
     UsageError,
 )
-from layerhoist.push.retry import RetriesExhausted
-from layerhoist.push.verdicts import Action, Classifier, Verdict, to_user_error
 from layerhoist.registry import EmbeddedRegistry
 from layerhoist.registry.simulation import SimulationSettings
+from layerhoist.transfer.retry import RetriesExhausted
+from layerhoist.transfer.verdicts import Action, Classifier, Verdict, to_user_error
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
 RegistryFactory = Callable[..., EmbeddedRegistry]

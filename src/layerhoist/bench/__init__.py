@@ -80,11 +80,11 @@ from layerhoist.cli import argtypes
 from layerhoist.destinations import part_limits
 from layerhoist.destinations.ecr.limits import ECR_PUBLIC_REGION
 from layerhoist.errors import UsageError
-from layerhoist.push.config import Pacing, PushConfig
 from layerhoist.refs import DestinationRef, parse_destination, parse_source
 from layerhoist.registry.admin import STATS_PATH
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.sources import open_source
+from layerhoist.transfer.config import Pacing, PushConfig
 from layerhoist.units import MiB, format_bytes, parse_size
 
 EXIT_OK = 0

@@ -35,11 +35,11 @@ from layerhoist.api import prepare_push
 from layerhoist.bench.synth import SyntheticPlan, SyntheticSource
 from layerhoist.destinations import DestinationOptions, PartLimits
 from layerhoist.errors import LayerhoistError
-from layerhoist.push.config import Pacing, PushConfig, memory_bound, part_cost
-from layerhoist.push.report import ImageOutcome
-from layerhoist.push.retry import RetryEvent
 from layerhoist.refs import parse_destination, parse_source
 from layerhoist.sources import Source, open_source
+from layerhoist.transfer.config import Pacing, PushConfig, memory_bound, part_cost
+from layerhoist.transfer.report import ImageOutcome
+from layerhoist.transfer.retry import RetryEvent
 from layerhoist.units import format_bytes
 
 #: Requests that set the repository up before the push; they are left out of its figures.
@@ -67,7 +67,7 @@ class CellSpec:
     blob_concurrency: int
     #: ``None`` follows the service's ``partSize``.
     part_size: int | None = None
-    #: Client-side pacing (:attr:`~layerhoist.push.config.PushConfig.pacing`).
+    #: Client-side pacing (:attr:`~layerhoist.transfer.config.PushConfig.pacing`).
     pacing: Pacing = "auto"
     #: ``None`` keeps the default memory budget.
     memory_budget: int | None = None
@@ -104,7 +104,7 @@ class CellSpec:
 
 
 class CellProgress:
-    """A :class:`~layerhoist.push.pipeline.ProgressSink`: one line every ``interval`` seconds."""
+    """A :class:`~layerhoist.transfer.pipeline.ProgressSink`: a line every ``interval`` s."""
 
     def __init__(
         self,
@@ -141,31 +141,31 @@ class CellProgress:
         )
 
     def blob_started(self, digest: str, size: int) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
 
     def bytes_sent(self, digest: str, nbytes: int) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._sent += nbytes
         self._tick()
 
     def blob_finished(self, digest: str, *, ok: bool) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._blobs += 1
         self._tick()
 
     def image_finished(self, outcome: ImageOutcome) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._images += 1
         self._tick()
 
     def retried(self, event: RetryEvent) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._retries += 1
         self._tick()
 
 
 def memory_figures(config: PushConfig, limits: PartLimits, *, held_peak: int) -> dict[str, int]:
-    """The memory budget, its formula's bound (:mod:`layerhoist.push.config`) and the peak held."""
+    """The memory budget, its bound (:mod:`layerhoist.transfer.config`) and the peak held."""
     part_size = config.part_size or config.max_part_size or limits.preferred_max_part_size
     expansion = limits.payload_expansion
     cost = part_cost(part_size, payload_expansion=expansion)

@@ -1,11 +1,11 @@
 """Destinations: the seam between the push pipeline and a registry's upload protocol.
 
-The pipeline (:mod:`layerhoist.push.pipeline`) is written once against two protocols:
+The pipeline (:mod:`layerhoist.transfer.pipeline`) is written once against two protocols:
 
 - :class:`Destination`: one repository for a run. It prepares itself (the repository exists,
   or is created), says which blobs it lacks, starts one :class:`BlobUpload` per blob, puts
   manifests (a tag only on the last), names its part rules (:class:`PartLimits`) and brings
-  the :class:`~layerhoist.push.verdicts.ErrorTable` that classifies its own errors.
+  the :class:`~layerhoist.transfer.verdicts.ErrorTable` that classifies its own errors.
 - :class:`BlobUpload`: one blob being uploaded. It is an object because upload state changes
   with every request (ECR's upload id and byte count; an OCI upload's ``Location``): parts go
   in order through :meth:`BlobUpload.send_part`, then :meth:`BlobUpload.commit` with the
@@ -26,12 +26,12 @@ from layerhoist.errors import UsageError
 from layerhoist.image import Descriptor, Manifest
 
 if TYPE_CHECKING:
-    from layerhoist.push.config import PushConfig
-    from layerhoist.push.metrics import RequestMetrics
-    from layerhoist.push.pacing import Pacer
-    from layerhoist.push.parts import Part
-    from layerhoist.push.verdicts import ErrorTable
     from layerhoist.refs import DestinationRef
+    from layerhoist.transfer.config import PushConfig
+    from layerhoist.transfer.metrics import RequestMetrics
+    from layerhoist.transfer.pacing import Pacer
+    from layerhoist.transfer.parts import Part
+    from layerhoist.transfer.verdicts import ErrorTable
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,7 @@
 botocore would base64-encode a part with the stdlib codec and then ``json.dumps`` a body of
 several MiB, which costs more CPU than hashing it. Instead :func:`part_encoder` builds each
 part's whole request body (the same JSON botocore would send, the part in SIMD base64) in the
-worker-thread pass that hashes the part (:mod:`layerhoist.push.parts`), together with the
+worker-thread pass that hashes the part (:mod:`layerhoist.transfer.parts`), together with the
 body's sha256 for SigV4. The API call itself carries a tiny marker blob; :class:`PartSplicer`,
 a ``request-created`` hook, swaps the prebuilt body in before SigV4 signs it, and
 :func:`send_in_slices`, a ``before-send`` hook, hands the signed body to aiohttp in slices.

@@ -39,12 +39,12 @@ from layerhoist.destinations.ecr.limits import (
 )
 from layerhoist.errors import UsageError
 from layerhoist.image import Descriptor, Manifest
-from layerhoist.push.config import PushConfig
-from layerhoist.push.metrics import RequestMetrics
-from layerhoist.push.pacing import Pacer
-from layerhoist.push.parts import Part
-from layerhoist.push.verdicts import ErrorTable
 from layerhoist.refs import DestinationRef
+from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.metrics import RequestMetrics
+from layerhoist.transfer.pacing import Pacer
+from layerhoist.transfer.parts import Part
+from layerhoist.transfer.verdicts import ErrorTable
 from layerhoist.version import __version__
 
 

@@ -18,7 +18,7 @@ import aiohttp
 import botocore.exceptions
 
 from layerhoist.errors import CredentialsError, RepositoryNotFoundError, UsageError
-from layerhoist.push.verdicts import (
+from layerhoist.transfer.verdicts import (
     NETWORK_RULE,
     Classifier,
     Rule,
@@ -176,7 +176,7 @@ CLIENT_SETUP_ERRORS: tuple[tuple[type[BaseException], Rule], ...] = (
 
 
 class EcrErrors:
-    """The :class:`~layerhoist.push.verdicts.ErrorTable` of the ECR and ECR Public layer API."""
+    """The :class:`~layerhoist.transfer.verdicts.ErrorTable` of the ECR and ECR Public layer API."""
 
     def classify(
         self, exc: BaseException, *, operation: str | None, wall_clock: Callable[[], float]

@@ -16,7 +16,7 @@ destination's own error table, registered with the retry layer.
 - Each blob is uploaded once per run however many images use it (single flight).
 - A blob upload is: start, stream parts (read-ahead + hash in one pass), check the digest
   the manifest promised, commit. A failing request is retried in place
-  (:func:`layerhoist.push.retry.retry_call`); a failing blob goes back to the scheduler
+  (:func:`layerhoist.transfer.retry.retry_call`); a failing blob goes back to the scheduler
   for a fresh upload after a backoff; what no retry can fix fails the images that need
   it, and only them.
 - An image is put only after every blob it references has landed and verified;
@@ -37,15 +37,15 @@ import anyio
 from layerhoist.destinations import BlobUpload, Destination
 from layerhoist.errors import LayerhoistError
 from layerhoist.image import Descriptor, Image
-from layerhoist.push.budget import ByteBudget
-from layerhoist.push.config import PushConfig
-from layerhoist.push.parts import PartReader
-from layerhoist.push.report import BlobOutcome, ImageOutcome, PushResult
-from layerhoist.push.requeue import Scheduler
-from layerhoist.push.retry import Backoff, RetryBudget, RetryEvent
-from layerhoist.push.retry import retry_call as _retry_call
-from layerhoist.push.verdicts import Action, Classifier, to_user_error
 from layerhoist.sources import Source
+from layerhoist.transfer.budget import ByteBudget
+from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.parts import PartReader
+from layerhoist.transfer.report import BlobOutcome, ImageOutcome, PushResult
+from layerhoist.transfer.requeue import Scheduler
+from layerhoist.transfer.retry import Backoff, RetryBudget, RetryEvent
+from layerhoist.transfer.retry import retry_call as _retry_call
+from layerhoist.transfer.verdicts import Action, Classifier, to_user_error
 
 R = TypeVar("R")
 

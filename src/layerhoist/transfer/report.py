@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from layerhoist.push.retry import RetryEvent
+from layerhoist.transfer.retry import RetryEvent
 from layerhoist.units import format_bytes
 
 BlobStatus = Literal["uploaded", "present", "failed", "pending"]

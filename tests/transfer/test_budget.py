@@ -4,7 +4,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from layerhoist.push.budget import ByteBudget
+from layerhoist.transfer.budget import ByteBudget
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,7 @@ Two levels of retry share one run-wide :class:`RetryBudget`:
 - :func:`retry_call` (here) retries one request (a part of an upload) in place while the
   classifier says ``RETRY_PART``, sleeping the backoff between attempts. When its attempts run
   out it raises :class:`RetriesExhausted`, which carries a ``REQUEUE_LAYER`` verdict.
-- :class:`~layerhoist.push.requeue.Scheduler` hands blobs to a pool of workers; a worker that
+- :class:`~layerhoist.transfer.requeue.Scheduler` hands blobs to a pool of workers; a worker that
   meets a ``REQUEUE_LAYER`` verdict gives the blob back, and it comes out again once its
   backoff delay has passed, while the workers serve other blobs.
 
@@ -25,8 +25,8 @@ from typing import Literal, TypeVar
 
 import anyio
 
-from layerhoist.push.config import PushConfig
-from layerhoist.push.verdicts import Action, ClassifiedError, Verdict
+from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.verdicts import Action, ClassifiedError, Verdict
 
 R = TypeVar("R")
 

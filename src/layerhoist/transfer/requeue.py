@@ -3,7 +3,7 @@
 Workers iterate a :class:`Scheduler` for the next ready blob; one that failed in a way a fresh
 upload may fix is given back with :meth:`Scheduler.requeue` and comes out again after its
 backoff, while the workers serve other blobs. Attempts per blob and the run-wide
-:class:`~layerhoist.push.retry.RetryBudget` bound how often.
+:class:`~layerhoist.transfer.retry.RetryBudget` bound how often.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from layerhoist.push.retry import Backoff, RetryBudget, RetryEvent
+from layerhoist.transfer.retry import Backoff, RetryBudget, RetryEvent
 
 T = TypeVar("T")
 

@@ -15,12 +15,12 @@ from botocore.config import Config
 
 from fakes import FakeClock
 from layerhoist.destinations.ecr.errors import classify
-from layerhoist.push.config import PushConfig
-from layerhoist.push.pacing import Pacer
-from layerhoist.push.retry import Backoff, RetriesExhausted, RetryBudget, RetryEvent, retry_call
-from layerhoist.push.verdicts import Action
 from layerhoist.registry import EmbeddedRegistry
 from layerhoist.registry.simulation import SimulationSettings
+from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.pacing import Pacer
+from layerhoist.transfer.retry import Backoff, RetriesExhausted, RetryBudget, RetryEvent, retry_call
+from layerhoist.transfer.verdicts import Action
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
 RegistryFactory = Callable[..., EmbeddedRegistry]

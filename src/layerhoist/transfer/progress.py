@@ -1,6 +1,6 @@
 """Progress of a push: a live display on a terminal, plain periodic lines in CI logs.
 
-Both are :class:`~layerhoist.push.pipeline.ProgressSink` implementations driven by the
+Both are :class:`~layerhoist.transfer.pipeline.ProgressSink` implementations driven by the
 pipeline's callbacks; neither starts a thread (rich's auto-refresh would), so the
 display is redrawn from the callbacks at most every ``interval`` seconds.
 """
@@ -22,8 +22,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from layerhoist.push.report import ImageOutcome
-from layerhoist.push.retry import RetryEvent
+from layerhoist.transfer.report import ImageOutcome
+from layerhoist.transfer.retry import RetryEvent
 from layerhoist.units import format_bytes
 
 #: Seconds between redraws of the terminal display.
@@ -78,21 +78,21 @@ class PlainProgress:
         )
 
     def blob_started(self, digest: str, size: int) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._tick()
 
     def bytes_sent(self, digest: str, nbytes: int) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._totals.sent += nbytes
         self._tick()
 
     def blob_finished(self, digest: str, *, ok: bool) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._totals.blobs_done += 1
         self._tick()
 
     def image_finished(self, outcome: ImageOutcome) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._totals.images_done += 1
         if outcome.status == "pushed":
             self._line(f"pushed {outcome.destination} ({outcome.digest})")
@@ -100,7 +100,7 @@ class PlainProgress:
             self._line(f"FAILED {outcome.error}")
 
     def retried(self, event: RetryEvent) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._totals.retries += 1
         self._line(
             f"retry {event.scope} {event.subject[:SHORT_DIGEST]} after {event.cause} "
@@ -151,7 +151,7 @@ class TerminalProgress:
             self._progress.refresh()
 
     def blob_started(self, digest: str, size: int) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         row = self._rows.get(digest)
         if row is None:
             self._rows[digest] = self._progress.add_task(digest[:SHORT_DIGEST], total=size)
@@ -165,20 +165,20 @@ class TerminalProgress:
         self._refresh()
 
     def bytes_sent(self, digest: str, nbytes: int) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._progress.advance(self._rows[digest], nbytes)
         self._progress.advance(self._total, nbytes)
         self._refresh()
 
     def blob_finished(self, digest: str, *, ok: bool) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         row = self._rows.pop(digest, None)
         if row is not None:
             self._progress.remove_task(row)
         self._refresh(force=True)
 
     def image_finished(self, outcome: ImageOutcome) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         if outcome.status == "pushed":
             self._progress.console.print(f"[green]pushed[/] {outcome.destination}")
         else:
@@ -186,7 +186,7 @@ class TerminalProgress:
         self._refresh(force=True)
 
     def retried(self, event: RetryEvent) -> None:
-        """See :class:`~layerhoist.push.pipeline.ProgressSink`."""
+        """See :class:`~layerhoist.transfer.pipeline.ProgressSink`."""
         self._retries += 1
         self._progress.update(self._total, description=f"total ({self._retries} retries)")
         self._refresh()

@@ -10,8 +10,8 @@ import anyio.lowlevel
 import pytest
 
 from fakes import FakeClock
-from layerhoist.push.requeue import Scheduler
-from layerhoist.push.retry import Backoff, RetryBudget, RetryEvent
+from layerhoist.transfer.requeue import Scheduler
+from layerhoist.transfer.retry import Backoff, RetryBudget, RetryEvent
 
 SEED = 1234
 #: 1 s, 2 s, 4 s… up to 10 s.

@@ -15,7 +15,9 @@ from botocore.config import Config
 from fakes import FakeClock
 from layerhoist.destinations.ecr.errors import classify
 from layerhoist.destinations.ecr.limits import PUBLISHED_QUOTAS
-from layerhoist.push.pacing import (
+from layerhoist.registry import EmbeddedRegistry
+from layerhoist.registry.simulation import SimulationSettings
+from layerhoist.transfer.pacing import (
     DEFAULT_HEADROOM,
     MIN_RATE_FRACTION,
     RATE_DECREASE_COOLDOWN,
@@ -24,8 +26,6 @@ from layerhoist.push.pacing import (
     Pacer,
     TokenBucket,
 )
-from layerhoist.registry import EmbeddedRegistry
-from layerhoist.registry.simulation import SimulationSettings
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
 RegistryFactory = Callable[..., EmbeddedRegistry]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from layerhoist.push.metrics import RequestMetrics
+from layerhoist.transfer.metrics import RequestMetrics
 
 
 def test_percentiles_are_within_one_bucket() -> None:

@@ -9,9 +9,9 @@ import xxhash
 
 from layerhoist.destinations.ecr.limits import BASE64_EXPANSION
 from layerhoist.errors import CorruptBlobError, SourceChangedError
-from layerhoist.push.budget import ByteBudget
-from layerhoist.push.config import part_cost
-from layerhoist.push.parts import PartReader
+from layerhoist.transfer.budget import ByteBudget
+from layerhoist.transfer.config import part_cost
+from layerhoist.transfer.parts import PartReader
 
 pytestmark = pytest.mark.anyio
 

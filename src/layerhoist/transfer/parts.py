@@ -25,8 +25,8 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from layerhoist.errors import CorruptBlobError, SourceChangedError
-from layerhoist.push.budget import ByteBudget, Lease
-from layerhoist.push.config import part_cost
+from layerhoist.transfer.budget import ByteBudget, Lease
+from layerhoist.transfer.config import part_cost
 
 #: Turns a part (its first byte's offset and its bytes) into what goes on the wire.
 PartEncoder = Callable[[int, bytes], Sized]

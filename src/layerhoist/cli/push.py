@@ -1,0 +1,138 @@
+"""``layerhoist push SOURCE DESTINATION``: the command's options, and the push it runs.
+
+Only the options are built at start-up; the push machinery (the AWS SDK, rich) is imported
+once the command runs, so ``layerhoist --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sys
+from typing import TYPE_CHECKING, get_args
+
+from layerhoist.cli import argtypes
+from layerhoist.destinations import DestinationOptions
+from layerhoist.errors import UsageError
+from layerhoist.exits import EXIT_FAILED, EXIT_OK
+from layerhoist.transfer.config import Pacing, PushConfig
+from layerhoist.units import format_bytes
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from layerhoist.transfer.pipeline import ProgressSink
+    from layerhoist.transfer.report import PushResult
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``push`` to ``parser``."""
+    defaults = PushConfig()
+    parser.add_argument("source", help="oci:DIR[:TAG] or docker-archive:FILE[:TAG]")
+    parser.add_argument(
+        "destination",
+        help="ecr-public:REPO[:TAG], ecr:REPO[:TAG], public.ecr.aws/ALIAS/REPO[:TAG] "
+        "or ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=argtypes.positive_int,
+        default=defaults.blob_concurrency,
+        help=f"blobs uploading at once (default {defaults.blob_concurrency})",
+    )
+    parser.add_argument(
+        "--part-size",
+        type=argtypes.size,
+        default=None,
+        help="part size, e.g. 10MiB (default: the service's partSize, clamped to 5-10 MiB)",
+    )
+    parser.add_argument(
+        "--memory-budget",
+        type=argtypes.size,
+        default=defaults.memory_budget,
+        help=f"layer bytes held in memory at once (default {format_bytes(defaults.memory_budget)})",
+    )
+    parser.add_argument(
+        "--retry-budget",
+        type=int,
+        default=defaults.retry_budget,
+        help=f"retries allowed over the whole run (default {defaults.retry_budget})",
+    )
+    parser.add_argument(
+        "--pacing",
+        choices=get_args(Pacing),
+        default=defaults.pacing,
+        help="pace requests to the published quotas: auto (on AWS endpoints), published, off",
+    )
+    parser.add_argument("--endpoint-url", help="API endpoint (e.g. the embedded registry's URL)")
+    parser.add_argument("--region", help="AWS region (ECR private; ECR Public is us-east-1)")
+    parser.add_argument("--profile", help="AWS profile from the shared config")
+    parser.add_argument("--registry-id", help="registry (account) id")
+    parser.add_argument(
+        "--create-repo", action="store_true", help="create the repository if missing"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _progress(args: argparse.Namespace, console: Console) -> ProgressSink | None:
+    from layerhoist.transfer.progress import PlainProgress, TerminalProgress
+
+    if args.quiet:
+        return None
+    if console.is_terminal:
+        return TerminalProgress(console)
+    return PlainProgress(sys.stderr)
+
+
+async def _run_push(args: argparse.Namespace, config: PushConfig) -> PushResult:
+    from rich.console import Console
+
+    from layerhoist.api import push
+    from layerhoist.transfer.progress import TerminalProgress
+
+    options = DestinationOptions(
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        profile=args.profile,
+        registry_id=args.registry_id,
+        create_repository=args.create_repo,
+    )
+    console = Console(stderr=True, soft_wrap=True)
+    progress = _progress(args, console)
+    if isinstance(progress, TerminalProgress):
+        with progress:
+            return await push(
+                args.source, args.destination, config=config, options=options, progress=progress
+            )
+    return await push(
+        args.source, args.destination, config=config, options=options, progress=progress
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Push as ``args`` say; the exit code (errors that stop the run are raised)."""
+    try:
+        config = PushConfig(
+            blob_concurrency=args.concurrency,
+            part_size=args.part_size,
+            memory_budget=args.memory_budget,
+            retry_budget=args.retry_budget,
+            pacing=args.pacing,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    import anyio
+
+    # What is imported by now lives as long as the process: frozen, it is left out
+    # of every later collection instead of traversed by each full one.
+    gc.freeze()
+    result = anyio.run(_run_push, args, config)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    for image in result.images:
+        if image.status != "pushed":
+            print(f"layerhoist: error: {image.error}", file=sys.stderr)
+    print(result.summary(), file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FAILED

@@ -1,0 +1,1 @@
+"""Synthetic images shared by the tests, the demo and the benchmarks."""
