@@ -5,14 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Debian packages the tests drive as independent peers: skopeo reads back what
-# we push; docker-registry is the CNCF distribution registry.
-SYSTEM_PACKAGES := skopeo docker-registry
+# we push; docker-registry is the CNCF distribution registry. hyperfine times the
+# command's start-up (benchmarks/bench_startup.py).
+SYSTEM_PACKAGES := skopeo docker-registry hyperfine
 
 .PHONY: all install system-packages test lint demo bench clean
 
 all: install
 
+# The environment may set PYTHONDONTWRITEBYTECODE, which would leave the editable
+# sources to be compiled again at every start of the command: compile them here
+# (compileall skips what is up to date).
 install: $(STAMP)
+	$(BIN)/python -m compileall -q src
 
 $(STAMP): pyproject.toml
 	$(MAKE) --no-print-directory system-packages
@@ -35,7 +40,7 @@ system-packages:
 	  fi; \
 	fi
 
-lint: $(STAMP)
+lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
@@ -43,10 +48,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-demo: $(STAMP)
+demo: install
 	$(BIN)/python -m layerhoist.demo
 
-bench: $(STAMP)
+bench: install
 	$(BIN)/python benchmarks/bench_registry.py
 
 clean:

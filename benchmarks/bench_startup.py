@@ -1,0 +1,122 @@
+"""Start-up cost of the ``layerhoist`` command, timed by hyperfine, for one tree or two.
+
+Three commands, each run as a fresh process:
+
+- ``layerhoist --version`` and ``layerhoist --help``: what every invocation pays before work;
+- a one-blob push of a tiny image to the embedded registry, each run into a repository of its
+  own (so every run initiates, uploads, completes and puts the image): the fixed cost of a push,
+  its transfer being a few hundred bytes.
+
+``--tree DIR`` (repeatable) runs the same commands with ``DIR/src`` first on ``PYTHONPATH``,
+so an older checkout (``git worktree add ../before REV``) is measured in the same run as this
+one; hyperfine is Debian's package of that name. Python writes no bytecode when
+``PYTHONDONTWRITEBYTECODE`` is set, so each tree's sources are compiled once up front, as the
+Makefile's install step does for this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from layerhoist.bench import embedded_env
+from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.testing.synthetic import write_oci_layout
+
+REPO = Path(__file__).resolve().parents[1]
+#: Runs per command after the warm-up ones.
+RUNS = 15
+WARMUP = 2
+#: The one layer of the pushed image (the smallest synthetic one): its transfer is negligible.
+LAYER_SIZE = 1536
+
+
+def _hyperfine(options: Sequence[str], *, env: dict[str, str]) -> list[dict[str, Any]]:
+    """hyperfine's results for ``options`` (its command line less the export)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        export = Path(tmp) / "results.json"
+        subprocess.run(
+            ["hyperfine", "--shell=none", "--style=none", f"--export-json={export}", *options],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        results: list[dict[str, Any]] = json.loads(export.read_text())["results"]
+    return results
+
+
+def _compile(tree: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(tree / "src")],
+        check=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": ""},
+    )
+
+
+async def measure(trees: Sequence[Path], runs: int) -> dict[str, dict[str, float]]:
+    """Median seconds of each command, per tree."""
+    figures: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        layout = Path(tmp) / "layout"
+        write_oci_layout(layout, images=1, layers_per_image=1, layer_size=LAYER_SIZE)
+        async with RegistryProcess(data_dir=Path(tmp) / "registry") as registry:
+            for index, tree in enumerate(trees):
+                _compile(tree)
+                env = {**embedded_env(), "PYTHONPATH": str(tree / "src")}
+                layerhoist = f"{sys.executable} -m layerhoist"
+                push = (
+                    f"{layerhoist} push oci:{layout} ecr-public:startup-{index}-"
+                    "{run} --create-repo --quiet "
+                    f"--endpoint-url {registry.endpoint_url}"
+                )
+                commands = {
+                    "--version": f"{layerhoist} --version",
+                    "--help": f"{layerhoist} --help",
+                }
+                named = [
+                    arg for name, cmd in commands.items() for arg in (f"--command-name={name}", cmd)
+                ]
+                results = _hyperfine([f"--warmup={WARMUP}", f"--runs={runs}", *named], env=env)
+                medians = {result["command"]: float(result["median"]) for result in results}
+                # A repository per run: hyperfine numbers the runs through a parameter list,
+                # one run per value; the first WARMUP runs are left out as warm-up.
+                scan = ",".join(str(n) for n in range(runs + WARMUP))
+                pushes = _hyperfine(["--runs=1", "--parameter-list", "run", scan, push], env=env)
+                times = sorted(float(result["median"]) for result in pushes[WARMUP:])
+                medians["one-blob push"] = times[len(times) // 2]
+                figures[str(tree)] = medians
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print a table of median start-up seconds per command and tree."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tree", type=Path, action="append", help="another checkout to time")
+    parser.add_argument("--runs", type=int, default=RUNS)
+    args = parser.parse_args(argv)
+    if shutil.which("hyperfine") is None:
+        print("hyperfine is not installed (apt-get install hyperfine)", file=sys.stderr)
+        return 1
+    trees = [*(args.tree or []), REPO]
+    figures = anyio.run(measure, trees, args.runs)
+    commands = list(next(iter(figures.values())))
+    print("| tree | " + " | ".join(commands) + " |")
+    print("|---|" + "---:|" * len(commands))
+    for tree, medians in figures.items():
+        cells = " | ".join(f"{medians[name] * 1000:.0f} ms" for name in commands)
+        print(f"| {tree} | {cells} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
