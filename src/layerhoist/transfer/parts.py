@@ -27,6 +27,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from layerhoist.errors import CorruptBlobError, SourceChangedError
 from layerhoist.transfer.budget import ByteBudget, Lease
 from layerhoist.transfer.config import part_cost
+from layerhoist.transfer.rechunk import Rechunker
 
 #: Turns a part (its first byte's offset and its bytes) into what goes on the wire.
 PartEncoder = Callable[[int, bytes], Sized]
@@ -152,29 +153,21 @@ class PartReader:
 
     async def _produce(self, send: MemoryObjectSendStream[Part]) -> None:
         async with send:
-            # Chunks are kept as they come and joined only when a part spans several:
-            # a source that yields part-sized chunks (as ours do) costs no copy at all.
-            pieces: list[bytes] = []
-            held = 0
+            rechunker = Rechunker(self._part_size)
             index = 0
             lease = await self._lease(index)
             try:
                 async for chunk in self._chunks:
-                    pieces.append(chunk)
-                    held += len(chunk)
+                    rechunker.add(chunk)
                     del chunk  # the raw bytes must not outlive their part's encoding
-                    while held >= self._part_size:
-                        joined = b"".join(pieces)
-                        rest = joined[self._part_size :]
-                        pieces, held = ([rest], len(rest)) if rest else ([], 0)
-                        part = await self._make_part(index, joined[: self._part_size], lease)
-                        del joined
+                    while (data := rechunker.take()) is not None:
+                        part = await self._make_part(index, data, lease)
+                        del data
                         await send.send(part)
                         index += 1
                         lease = await self._lease(index)
-                if held or index == 0:
-                    part = await self._make_part(index, b"".join(pieces), lease)
-                    pieces.clear()
+                if rechunker.held or index == 0:
+                    part = await self._make_part(index, rechunker.take_rest(), lease)
                     await send.send(part)
                 else:
                     lease.release()
