@@ -65,8 +65,12 @@ async def prepare_push(
         pipeline = Pipeline(source=source, destination=dest, config=config, progress=progress)
         subject = str(destination)
         try:
+            # Attempts only: a destination that never answered is more likely misnamed than
+            # restarting, and the user should hear so in seconds.
             await pipeline.retry(
-                lambda: dest.prepare(create=options.create_repository), subject=subject
+                lambda: dest.prepare(create=options.create_repository),
+                subject=subject,
+                retry_for=0.0,
             )
         except Exception as exc:
             error = pipeline.user_error(exc, subject=subject)

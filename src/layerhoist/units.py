@@ -1,4 +1,5 @@
-"""Byte sizes: the unit constants, the one size grammar users type, and sizes for people.
+"""Sizes and durations: the unit constants, the one grammar of each that users type, and
+sizes for people.
 
 ``parse_size`` is the only parser of sizes in the package (the CLI, the bench and the embedded
 registry all use it): ``10MiB``, ``5MB``, ``5M``, ``1.5GiB`` or a bare number of bytes. Decimal
@@ -33,6 +34,8 @@ _SIZE_UNITS = {
     "gib": GiB,
 }
 _HUMAN_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
+_DURATION_PATTERN = re.compile(r"\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>ms|s|m|h|)\s*")
+_DURATION_UNITS = {"ms": 0.001, "": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_size(text: str) -> int:
@@ -55,3 +58,11 @@ def format_bytes(count: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= KiB
     return f"{value:.1f} {_HUMAN_UNITS[-1]}"
+
+
+def parse_duration(text: str) -> float:
+    """``'2m'`` -> 120.0, ``'90s'`` -> 90.0, ``'1.5h'``, ``'250ms'``, ``'30'`` (seconds)."""
+    match = _DURATION_PATTERN.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 2m, 1h or 250ms)")
+    return float(match["number"]) * _DURATION_UNITS[match["unit"]]

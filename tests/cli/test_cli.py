@@ -97,7 +97,7 @@ async def test_push_json_report_and_exit_zero(
     ]
     assert {b["status"] for b in report["blobs"]} == {"uploaded"}
     assert report["bytes_uploaded"] == sum(b["size"] for b in report["blobs"])
-    assert set(report["retries"]) == {"total", "by_cause", "events"}
+    assert set(report["retries"]) == {"total", "by_cause", "longest_seconds", "events"}
     assert "2/2 images pushed" in done.stderr.decode()
     assert SECRET not in done.stdout.decode() + done.stderr.decode()
 

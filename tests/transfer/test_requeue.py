@@ -344,3 +344,32 @@ async def test_record_adds_part_events_and_forwards_them() -> None:
     event = RetryEvent("sha256:ab", "part", 1, "ConnectionReset", "reset", 0.1, 0.0)
     scheduler.record(event)
     assert scheduler.events == forwarded == [event]
+
+
+@pytest.mark.anyio
+async def test_requeue_goes_on_past_max_attempts_within_the_time_allowance() -> None:
+    clock = FakeClock()
+    scheduler = Scheduler[str](
+        backoff=PART_BACKOFF,
+        max_attempts=2,
+        budget=RetryBudget(100),
+        clock=clock,
+        sleep=clock.sleep,
+        rng=random.Random(SEED),
+        retry_for=25.0,
+    )
+    scheduler.submit("layer", "item")
+    scheduler.close()
+    attempts: list[int] = []
+    with anyio.fail_after(HANG_GUARD_SECONDS):
+        async for key, item, attempt in scheduler:
+            attempts.append(attempt)
+            if scheduler.requeue(key, item, cause="ConnectFailed") is None:
+                scheduler.finish(key)
+    # The allowance runs from the first failure; requeues stop once both it and the
+    # attempts are used, and the last refused requeue came at or after 25 s.
+    assert len(attempts) > 2
+    assert attempts == list(range(1, len(attempts) + 1))
+    assert clock.now >= 25.0
+    elapsed = [event.elapsed for event in scheduler.events]
+    assert elapsed[0] == 0.0 and elapsed == sorted(elapsed) and elapsed[-1] < 25.0

@@ -173,7 +173,14 @@ async def test_retry_call_retries_transient_errors_in_place() -> None:
     assert events == [
         RetryEvent("sha256:ab", "part", 1, "ConnectionReset", "reset", delays[0], 0.0),
         RetryEvent(
-            "sha256:ab", "part", 2, "ThrottlingException", "Rate exceeded", delays[1], delays[0]
+            "sha256:ab",
+            "part",
+            2,
+            "ThrottlingException",
+            "Rate exceeded",
+            delays[1],
+            delays[0],
+            elapsed=delays[0],
         ),
     ]
     assert clock.sleeps == delays
@@ -218,6 +225,58 @@ async def test_retry_call_gives_up_after_its_attempts() -> None:
     assert exhausted.verdict.code == "ConnectionReset"
     assert classify(exhausted).action is Action.REQUEUE_LAYER
     assert len(clock.sleeps) == 2
+
+
+@pytest.mark.anyio
+async def test_retry_call_keeps_retrying_for_its_time_allowance() -> None:
+    # An outage: every call fails for 40 s of the fake clock, then the service is back.
+    clock = FakeClock()
+    events: list[RetryEvent] = []
+
+    async def call() -> str:
+        await anyio.lowlevel.checkpoint()
+        if clock.now < 40.0:
+            raise ConnectionRefusedError("refused")
+        return "ok"
+
+    result = await on_fake_clock(
+        call, clock, attempts=2, budget=RetryBudget(100), retry_for=60.0, on_retry=events.append
+    )
+    assert result == "ok"
+    # Far past the two attempts, each retry no longer than the backoff's ceiling allows.
+    assert len(events) > 2
+    assert all(e.delay <= PART_BACKOFF.ceiling(e.attempt) for e in events)
+    assert [e.elapsed for e in events] == sorted(e.elapsed for e in events)
+    assert events[0].elapsed == 0.0
+    assert events[-1].elapsed < 40.0 <= events[-1].elapsed + events[-1].delay
+
+
+@pytest.mark.anyio
+async def test_retry_call_gives_up_once_attempts_and_time_are_both_used() -> None:
+    clock = FakeClock()
+    with pytest.raises(RetriesExhausted) as caught:
+        await on_fake_clock(
+            failing([ConnectionRefusedError("refused")] * 1000),
+            clock,
+            attempts=2,
+            budget=RetryBudget(1000),
+            retry_for=30.0,
+        )
+    exhausted = caught.value
+    assert exhausted.reason == "attempts"
+    # The last failure came at or past the allowance, and the one before it had not.
+    assert clock.now >= 30.0
+    assert exhausted.events[-1].elapsed < 30.0
+    assert exhausted.attempts == len(exhausted.events) + 1 > 2
+
+
+def test_retry_call_rejects_a_negative_time_allowance() -> None:
+    with pytest.raises(ValueError, match="retry_for"):
+        anyio.run(
+            lambda: on_fake_clock(
+                failing([]), FakeClock(), attempts=1, budget=RetryBudget(1), retry_for=-1.0
+            )
+        )
 
 
 @pytest.mark.anyio

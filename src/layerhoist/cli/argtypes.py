@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from layerhoist.units import parse_size
+from layerhoist.units import parse_duration, parse_size
 
 
 def size(text: str) -> int:
@@ -24,3 +24,11 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
     return value
+
+
+def duration(text: str) -> float:
+    """A duration such as ``2m``, ``90s`` or ``30`` (seconds)."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc

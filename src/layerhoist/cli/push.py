@@ -60,6 +60,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"retries allowed over the whole run (default {defaults.retry_budget})",
     )
     parser.add_argument(
+        "--retry-for",
+        type=argtypes.duration,
+        default=defaults.retry_for,
+        help="keep retrying a failing request or layer this long, e.g. 2m or 90s "
+        f"(default {defaults.retry_for:g}s; 0: attempts only)",
+    )
+    parser.add_argument(
         "--pacing",
         choices=get_args(Pacing),
         default=defaults.pacing,
@@ -119,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
             part_size=args.part_size,
             memory_budget=args.memory_budget,
             retry_budget=args.retry_budget,
+            retry_for=args.retry_for,
             pacing=args.pacing,
         )
     except ValueError as exc:

@@ -56,6 +56,11 @@ class PushConfig:
     part_attempts: int = 4
     #: Attempts of one layer (each a fresh upload id) before it is given up.
     layer_attempts: int = 5
+    #: How long a failing request, or a failing layer, keeps being retried after its first
+    #: failure even when its attempts are used up: enough to ride out a registry restart
+    #: or a short network cut in an unattended job. Not applied until the destination has
+    #: answered once, so a wrong endpoint still fails fast.
+    retry_for: float = 120.0
     #: Retries allowed over the whole run, parts and layers together; when spent,
     #: the next retryable error fails its image instead.
     retry_budget: int = 1000
@@ -93,6 +98,8 @@ class PushConfig:
             raise ValueError(f"pacing must be one of {get_args(Pacing)}, got {self.pacing!r}")
         if self.read_ahead_parts < 0:
             raise ValueError(f"read_ahead_parts must be >= 0, got {self.read_ahead_parts}")
+        if self.retry_for < 0:
+            raise ValueError(f"retry_for must be >= 0, got {self.retry_for}")
         if self.retry_budget < 0:
             raise ValueError(f"retry_budget must be >= 0, got {self.retry_budget}")
         sizes = {

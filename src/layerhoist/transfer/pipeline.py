@@ -117,6 +117,7 @@ class Pipeline:
             sleep=sleep,
             rng=self._rng,
             on_retry=self._on_retry,
+            retry_for=config.retry_for,
         )
         self._blobs: dict[str, _Blob] = {}
 
@@ -125,8 +126,13 @@ class Pipeline:
         if self._progress is not None:
             self._progress.retried(event)
 
-    async def retry(self, fn: Callable[[], Awaitable[R]], *, subject: str) -> R:
-        """Run one request, retrying it in place while the error table says so."""
+    async def retry(
+        self, fn: Callable[[], Awaitable[R]], *, subject: str, retry_for: float | None = None
+    ) -> R:
+        """Run one request, retrying it in place while the error table says so.
+
+        ``retry_for`` overrides the configuration's time allowance (``0``: attempts only).
+        """
         return await _retry_call(
             fn,
             subject=subject,
@@ -138,6 +144,7 @@ class Pipeline:
             clock=self._clock,
             rng=self._rng,
             on_retry=self._on_retry,
+            retry_for=self._config.retry_for if retry_for is None else retry_for,
         )
 
     def user_error(self, exc: Exception, *, subject: str) -> LayerhoistError:

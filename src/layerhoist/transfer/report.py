@@ -74,6 +74,11 @@ class PushResult:
         """How many retries each cause (service error code or network error) led to."""
         return dict(Counter(event.cause for event in self.retries))
 
+    @property
+    def longest_retry_seconds(self) -> float:
+        """The longest a request or layer kept failing before it got through (or gave up)."""
+        return max((event.elapsed for event in self.retries), default=0.0)
+
     def summary(self) -> str:
         """One line for a human: images, blobs, bytes, rate and retries."""
         pushed = sum(image.status == "pushed" for image in self.images)
@@ -82,6 +87,8 @@ class PushResult:
         rate = self.bytes_uploaded / self.seconds if self.seconds > 0 else 0.0
         causes = ", ".join(f"{cause} {n}" for cause, n in sorted(self.retry_causes().items()))
         retries = f"{len(self.retries)} retries" + (f" ({causes})" if causes else "")
+        if self.longest_retry_seconds >= 1:
+            retries += f", failing for up to {self.longest_retry_seconds:.0f}s"
         return (
             f"{pushed}/{len(self.images)} images pushed, {uploaded} blobs uploaded, "
             f"{present} already present, {format_bytes(self.bytes_uploaded)} in "
@@ -103,6 +110,7 @@ class PushResult:
             "retries": {
                 "total": len(self.retries),
                 "by_cause": self.retry_causes(),
+                "longest_seconds": round(self.longest_retry_seconds, 3),
                 "events": [dataclasses.asdict(event) for event in self.retries],
             },
         }

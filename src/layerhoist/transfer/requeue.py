@@ -47,11 +47,15 @@ class Scheduler(Generic[T]):
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: random.Random | None = None,
         on_retry: Callable[[RetryEvent], None] | None = None,
+        retry_for: float = 0.0,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         self._backoff = backoff
         self._max_attempts = max_attempts
+        if retry_for < 0:
+            raise ValueError(f"retry_for must be >= 0, got {retry_for}")
+        self._retry_for = retry_for
         self._budget = budget
         self._clock = clock
         self._sleep = sleep
@@ -64,6 +68,7 @@ class Scheduler(Generic[T]):
         self._heap: list[tuple[float, int, str, T, int]] = []
         self._queued: dict[str, int] = {}
         self._attempts: dict[str, int] = {}
+        self._first_failure: dict[str, float] = {}
         self._seq = itertools.count()
         self._closed = False
         self._changed = anyio.Event()
@@ -105,17 +110,21 @@ class Scheduler(Generic[T]):
 
         The delay is :meth:`Backoff.wait` for this retry (the server's ``retry_after``
         honoured). Refused, and nothing spent or queued, when the item has used
-        ``max_attempts`` or the budget is spent: the caller then fails the item and calls
-        :meth:`finish`.
+        ``max_attempts`` and ``retry_for`` seconds have passed since its first failure, or
+        the budget is spent: the caller then fails the item and calls :meth:`finish`.
         """
         attempt = self._attempts.get(key)
         if attempt is None or key in self._queued:
             raise ValueError(f"{key} is not being worked on")
-        if attempt >= self._max_attempts or not self._budget.try_spend():
+        now = self._clock()
+        first_failure = self._first_failure.setdefault(key, now)
+        out_of_time = now - first_failure >= self._retry_for
+        if (attempt >= self._max_attempts and out_of_time) or not self._budget.try_spend():
             return None
         delay = self._backoff.wait(attempt, self._rng, retry_after=retry_after)
-        now = self._clock()
-        event = RetryEvent(key, "layer", attempt, cause, message, delay, now)
+        event = RetryEvent(
+            key, "layer", attempt, cause, message, delay, now, elapsed=now - first_failure
+        )
         self._attempts[key] = attempt + 1
         self.record(event)
         self._push(key, item, attempt=attempt + 1, ready_at=now + delay)
@@ -131,6 +140,7 @@ class Scheduler(Generic[T]):
         """End ``key`` (success or fatal failure); a no-op for a key that is not outstanding."""
         if self._attempts.pop(key, None) is None:
             return
+        self._first_failure.pop(key, None)
         self._queued.pop(key, None)
         self._notify()
 

@@ -90,7 +90,8 @@ class RetryEvent:
 
     ``attempt`` is the 1-based attempt that failed; ``cause`` the error code of the verdict
     (``ThrottlingException``, ``ConnectionReset``…); ``delay`` the backoff before the next
-    attempt; ``at`` the scheduler clock's time of the failure.
+    attempt; ``at`` the scheduler clock's time of the failure; ``elapsed`` how long the
+    request (or the layer) has been failing, from its first failure to this one.
     """
 
     subject: str
@@ -100,6 +101,7 @@ class RetryEvent:
     message: str
     delay: float
     at: float
+    elapsed: float = 0.0
 
 
 class RetryBudget:
@@ -183,6 +185,7 @@ async def retry_call(
     rng: random.Random | None = None,
     on_retry: Callable[[RetryEvent], None] | None = None,
     on_throttle: Callable[[], None] | None = None,
+    retry_for: float = 0.0,
 ) -> R:
     """Await ``fn()`` and retry it in place while its errors classify as ``RETRY_PART``.
 
@@ -190,16 +193,24 @@ async def retry_call(
     :class:`RetryEvent` passed to ``on_retry``, and sleeps :meth:`Backoff.wait`.
     ``on_throttle`` is called for every throttled verdict (feed it to the pacer).
 
+    The call gives up once it has made ``attempts`` calls *and* ``retry_for`` seconds have
+    passed since its first failure: the time allowance rides out an outage (a registry
+    restarting, a network cut) that fast failures would exhaust in seconds.
+
     Raises the original exception unchanged when its verdict is not ``RETRY_PART``, and
     :class:`RetriesExhausted` (from the last exception, carrying its
-    verdict and the events of this call) when ``attempts`` calls have failed or the budget is
-    spent. ``fn`` must build a fresh request each call (a body stream is consumed by a send).
+    verdict and the events of this call) when the attempts and the time allowance are used
+    up or the budget is spent. ``fn`` must build a fresh request each call (a body stream is
+    consumed by a send).
     """
     if attempts < 1:
         raise ValueError(f"attempts must be >= 1, got {attempts}")
+    if retry_for < 0:
+        raise ValueError(f"retry_for must be >= 0, got {retry_for}")
     rng = rng if rng is not None else random.Random()
     events: list[RetryEvent] = []
     attempt = 1
+    first_failure: float | None = None
     while True:
         try:
             return await fn()
@@ -209,7 +220,9 @@ async def retry_call(
                 raise
             if verdict.throttled and on_throttle is not None:
                 on_throttle()
-            if attempt >= attempts:
+            now = clock()
+            first_failure = now if first_failure is None else first_failure
+            if attempt >= attempts and now - first_failure >= retry_for:
                 raise RetriesExhausted(
                     verdict, tuple(events), attempts=attempt, reason="attempts"
                 ) from exc
@@ -219,7 +232,14 @@ async def retry_call(
                 ) from exc
             delay = backoff.wait(attempt, rng, retry_after=verdict.retry_after)
             event = RetryEvent(
-                subject, "part", attempt, verdict.code, verdict.message, delay, clock()
+                subject,
+                "part",
+                attempt,
+                verdict.code,
+                verdict.message,
+                delay,
+                now,
+                elapsed=now - first_failure,
             )
             events.append(event)
             if on_retry is not None:
