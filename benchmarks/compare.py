@@ -33,12 +33,14 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from layerhoist.bench import PROFILES, embedded_env, measure_child
+from layerhoist.bench.measure import measure_child
+from layerhoist.bench.options import PROFILES
 from layerhoist.bench.plot import plot_comparison
-from layerhoist.bench.report import MB, environment
+from layerhoist.bench.report import environment
+from layerhoist.bench.targets import embedded_env
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.testing.synthetic import write_oci_layout
-from layerhoist.units import GiB, MiB, parse_size
+from layerhoist.units import MB, GiB, MiB, parse_size
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
