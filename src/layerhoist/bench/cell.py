@@ -33,6 +33,7 @@ from layerhoist.bench.measure import machine_busy_seconds, own_cpu_seconds
 from layerhoist.bench.synth import SyntheticPlan, SyntheticSource
 from layerhoist.destinations import DestinationOptions, PartLimits
 from layerhoist.errors import LayerhoistError
+from layerhoist.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from layerhoist.push.config import Pacing, PushConfig, memory_bound, part_cost
 from layerhoist.push.report import ImageOutcome
 from layerhoist.push.retry import RetryEvent
@@ -42,10 +43,6 @@ from layerhoist.units import format_bytes
 
 #: Requests that set the repository up before the push; they are left out of its figures.
 SETUP_OPERATIONS = frozenset({"DescribeRepositories", "CreateRepository"})
-EXIT_OK = 0
-EXIT_FAILED = 1
-#: 128 + SIGINT.
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True, kw_only=True)
