@@ -34,8 +34,9 @@ AWS credentials: each push goes to a scratch repository named
 
 The result is a table on stdout (one row per cell, :mod:`layerhoist.bench.report` explains the
 figures and the "limited by" column), ``--json`` with every run and the environment, and
-``--plot`` a chart (:mod:`layerhoist.bench.plot`). Ctrl-C stops the sweep and still reports the
-runs that finished.
+``--plot`` a chart (:mod:`layerhoist.bench.plot`; matplotlib comes with the ``bench`` extra,
+``pip install 'layerhoist[bench]'``). Ctrl-C stops the sweep and still reports the runs that
+finished.
 
 The modules: :mod:`~layerhoist.bench.options` (the parser and the checked settings),
 :mod:`~layerhoist.bench.sweep`, :mod:`~layerhoist.bench.cell`, :mod:`~layerhoist.bench.targets`,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ DEFAULT_SEED = 0
 QUOTA_PROFILE = "ecr-public"
 #: Starts the name of every scratch repository the bench pushes to.
 SCRATCH_PREFIX = "layerhoist-bench-scratch"
+#: What draws ``--plot``: an optional extra, since the bench mostly runs headless.
+PLOT_PACKAGE = "matplotlib"
+PLOT_EXTRA = "layerhoist[bench]"
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,11 @@ class BenchSettings:
                 raise UsageError(f"--part-size/--concurrency/--memory-budget: {exc}") from exc
         if args.source is not None:
             parse_source(args.source)
+        # Checked before any push: a sweep can take hours, and its chart is what was asked for.
+        if args.plot is not None and importlib.util.find_spec(PLOT_PACKAGE) is None:
+            raise UsageError(
+                f"--plot needs {PLOT_PACKAGE}, which is not installed: pip install '{PLOT_EXTRA}'"
+            )
         return cls(
             dest=dest,
             source=args.source,
