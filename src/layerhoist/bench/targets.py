@@ -17,10 +17,12 @@ from typing import Any, Protocol
 
 import aioboto3
 import aiohttp
+from botocore.exceptions import ClientError
 
 from layerhoist.bench.measure import peak_rss, process_cpu
 from layerhoist.bench.options import SCRATCH_PREFIX, BenchSettings, NetworkProfile
-from layerhoist.destinations.ecr.limits import ECR_PUBLIC_REGION
+from layerhoist.destinations.ecr.errors import error_code
+from layerhoist.destinations.ecr.limits import api_region
 from layerhoist.refs import DestinationRef
 from layerhoist.registry.admin import STATS_PATH
 from layerhoist.registry.launcher import RegistryProcess
@@ -31,6 +33,8 @@ RUN_ID_LENGTH = 8
 #: must never be sent to it.
 DUMMY_ACCESS_KEY = "AKIDLAYERHOISTBENCH"
 DUMMY_SECRET_KEY = "layerhoist-bench"
+#: What deleting a scratch repository that is already gone answers: nothing left to do.
+NOT_FOUND = "RepositoryNotFoundException"
 #: A registry's counters (its admin statistics), its CPU seconds and its event loop's, each
 #: ``None`` where not visible.
 Counters = tuple[dict[str, Any] | None, float | None, float | None]
@@ -154,23 +158,20 @@ class RemoteTarget:
     async def delete_scratch(self) -> list[str]:
         """Delete every scratch repository made, with its images; return the ones that failed."""
         ref = self._ref
-        region = (
-            ECR_PUBLIC_REGION
-            if ref.service == "ecr-public"
-            else self._settings.region or ref.region
-        )
         registry_id = self._settings.registry_id or ref.registry_id
         extra = {"registryId": registry_id} if registry_id else {}
         failed = []
         session = aioboto3.Session(profile_name=self._settings.aws_profile)
         async with session.client(
-            ref.service, region_name=region, endpoint_url=self.endpoint_url
+            ref.service,
+            region_name=api_region(ref, self._settings.region),
+            endpoint_url=self.endpoint_url,
         ) as client:
             for repository in self.created:
                 try:
                     await client.delete_repository(repositoryName=repository, force=True, **extra)
                 except Exception as exc:
-                    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-                    if code != "RepositoryNotFoundException":
+                    gone = isinstance(exc, ClientError) and error_code(exc) == NOT_FOUND
+                    if not gone:
                         failed.append(f"{repository}: {exc}")
         return failed
