@@ -16,7 +16,8 @@ Three measurements, each against the embedded registry running in its own proces
    peak RSS of the client process in each.
 
 Every client runs as a child process so its CPU time and peak RSS are its own
-(``os.wait4``). Layouts are generated before any timing starts.
+(``os.wait4``, read by :mod:`layerhoist.bench.measure`). Layouts are generated before any
+timing starts.
 
     .venv/bin/python benchmarks/bench_push.py [--only wan,cpu,memory] [--json FILE]
 """
@@ -28,7 +29,6 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,22 +41,21 @@ import anyio
 import xxhash
 
 from layerhoist.allocator import tune_malloc
+from layerhoist.bench.measure import measure_child
+from layerhoist.bench.targets import embedded_env
 from layerhoist.destinations.ecr.destination import EcrDestination
 from layerhoist.destinations.ecr.limits import BASE64_EXPANSION, PREFERRED_MAX_PART_SIZE
 from layerhoist.refs import parse_destination
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
-from layerhoist.units import GiB, MiB
+from layerhoist.units import MB, GiB, MiB
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
 WAN_ARGS = ("--latency-ms", "40", "--bandwidth", "25MB/s")
 #: Bytes read per call when hashing the sha256 yardstick.
 HASH_CHUNK = 8 * MiB
-#: Kilobytes per unit of ru_maxrss on Linux.
-RSS_UNIT = 1024
-MB = 10**6
 #: Bytes per send() and recv() when timing the loopback socket (the pipeline's wire slice).
 SOCKET_SLICE = 1 * MiB
 #: Runs of the CPU benchmark: the least of the yardsticks, the median push.
@@ -89,34 +88,16 @@ class Run:
     exit_code: int
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="AKIDBENCH", AWS_SECRET_ACCESS_KEY="bench")
-    return env
-
-
-def _run_child(name: str, command: Sequence[str]) -> Run:
-    started = time.monotonic()
-    child = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert child.stderr is not None
-    errors = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    child.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - started
-    if child.returncode != 0:
-        sys.stderr.write(errors.decode(errors="replace"))
+async def run_child(name: str, command: Sequence[str]) -> Run:
+    """Run a client to completion and collect what it cost; its stderr only if it failed."""
+    _, usage = await measure_child(command, env=embedded_env(), stderr_on_failure=True)
     return Run(
         name=name,
-        wall_seconds=wall,
-        cpu_seconds=usage.ru_utime + usage.ru_stime,
-        peak_rss_bytes=usage.ru_maxrss * RSS_UNIT,
-        exit_code=child.returncode,
+        wall_seconds=usage.wall_seconds,
+        cpu_seconds=usage.cpu_seconds,
+        peak_rss_bytes=usage.peak_rss_bytes,
+        exit_code=usage.exit_code,
     )
-
-
-async def run_child(name: str, command: Sequence[str]) -> Run:
-    """Run a client to completion off the event loop and collect its rusage."""
-    return await anyio.to_thread.run_sync(_run_child, name, command)
 
 
 def layerhoist_command(layout: Path, endpoint: str, repository: str, *extra: str) -> list[str]:

@@ -3,10 +3,11 @@
 The registry runs alone in its own process; a lean client (JSON bodies built once with
 pybase64, sent with aiohttp, no signing) pushes ``--total-mib`` of random layers in
 ``--part-mib`` parts, ``--concurrency`` layers at a time. Reported: decoded part bytes
-received per second, the server's CPU-seconds per GiB (utime + stime from /proc), the
-client's, and two yardsticks measured in the same run over the same bytes: one sha256 pass,
-and one plain write of them to files on the registry's filesystem (on a VM whose memory the
-host backs lazily, filling fresh page-cache pages costs far more than the copy itself).
+received per second, the server's CPU-seconds per GiB (utime + stime from /proc, read by
+:mod:`layerhoist.bench.measure`), the client's, and two yardsticks measured in the same run
+over the same bytes: one sha256 pass, and one plain write of them to files on the registry's
+filesystem (on a VM whose memory the host backs lazily, filling fresh page-cache pages costs
+far more than the copy itself).
 
     .venv/bin/python benchmarks/bench_registry.py [--total-mib 512] [--part-mib 10]
         [--layer-mib 64] [--concurrency 4] [--json FILE]
@@ -30,8 +31,9 @@ import aiohttp
 import anyio
 import pybase64
 
+from layerhoist.bench.measure import CpuTimes, process_cpu
 from layerhoist.registry.launcher import RegistryProcess
-from layerhoist.units import GiB, MiB
+from layerhoist.units import MB, GiB, MiB
 
 REPOSITORY = "bench/registry"
 TARGET_PREFIX = "SpencerFrontendService."
@@ -41,12 +43,8 @@ JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 TAIL_BYTES = 16
 NONCE_BYTES = TAIL_BYTES // 2
 INDEX_BYTES = TAIL_BYTES - NONCE_BYTES
-MB = 10**6
 #: Seconds a single request may take before the benchmark gives up.
 REQUEST_TIMEOUT = 300.0
-#: Fields 14 and 15 of /proc/PID/stat (utime, stime), counted after the ")" ending field 2.
-_UTIME_FIELD = 11
-_STIME_FIELD = 12
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,12 +66,12 @@ class Result:
     write_cpu_per_gib: float
 
 
-def process_cpu_seconds(pid: int) -> tuple[float, float]:
-    """User and system CPU time of process ``pid`` (all its threads), from /proc."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[_UTIME_FIELD]) / ticks, int(fields[_STIME_FIELD]) / ticks
+def registry_cpu(pid: int) -> CpuTimes:
+    """User and system CPU time of the registry process (all its threads) so far."""
+    times = process_cpu(pid)
+    if times is None:
+        raise RuntimeError(f"no CPU time of process {pid} in /proc: this benchmark needs Linux")
+    return times
 
 
 def part_sizes(layer_size: int, part_size: int) -> list[int]:
@@ -234,13 +232,13 @@ async def run(*, total_mib: int, part_mib: int, layer_mib: int, concurrency: int
                 client = Client(session, registry.endpoint_url + "/")
                 create = json.dumps({"repositoryName": REPOSITORY}).encode()
                 await client.call("CreateRepository", create)
-                server_before = process_cpu_seconds(registry.pid)
+                server_before = registry_cpu(registry.pid)
                 client_before = time.process_time()
                 wall_start = time.perf_counter()
                 await push_all(client, workload, concurrency=concurrency)
                 wall = time.perf_counter() - wall_start
                 client_cpu = time.process_time() - client_before
-                server_after = process_cpu_seconds(registry.pid)
+                server_after = registry_cpu(registry.pid)
                 async with session.get(registry.endpoint_url + "/_layerhoist/stats") as response:
                     stats = await response.json()
         # Measured while the registry's files still hold their pages, on the same filesystem:
@@ -252,8 +250,8 @@ async def run(*, total_mib: int, part_mib: int, layer_mib: int, concurrency: int
         counted = stats["part_bytes_received"]
         raise RuntimeError(f"registry counted {counted} of {total_bytes} bytes")
     gibs = total_bytes / GiB
-    server_user = server_after[0] - server_before[0]
-    server_system = server_after[1] - server_before[1]
+    server_user = server_after.user - server_before.user
+    server_system = server_after.system - server_before.system
     server_cpu = server_user + server_system
     return Result(
         layers=len(workload.layers),

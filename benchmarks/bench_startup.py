@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from layerhoist.bench import embedded_env
+from layerhoist.bench.targets import embedded_env
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.testing.synthetic import write_oci_layout
 

@@ -24,7 +24,6 @@ import json
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,12 +32,14 @@ from pathlib import Path
 import aiohttp
 import anyio
 
-from layerhoist.bench import PROFILES, embedded_env, measure_child
+from layerhoist.bench.measure import measure_child
+from layerhoist.bench.options import PROFILES
 from layerhoist.bench.plot import plot_comparison
-from layerhoist.bench.report import MB, environment
+from layerhoist.bench.report import environment
+from layerhoist.bench.targets import embedded_env
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.testing.synthetic import write_oci_layout
-from layerhoist.units import GiB, MiB, parse_size
+from layerhoist.units import MB, GiB, MiB, parse_size
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results"
@@ -74,18 +75,18 @@ class Outcome:
 
 async def timed(tool: str, commands: Sequence[Sequence[str]]) -> tuple[Outcome, list[bytes]]:
     """Run ``commands`` one after another; their summed cost and their outputs."""
-    started = time.monotonic()
-    cpu = 0.0
+    wall = cpu = 0.0
     peak = 0
     ok = True
     outputs = []
     for command in commands:
         output, usage = await measure_child(command, env=embedded_env())
+        wall += usage.wall_seconds
         cpu += usage.cpu_seconds
         peak = max(peak, usage.peak_rss_bytes)
         ok = ok and usage.exit_code == 0
         outputs.append(output)
-    return Outcome(tool, time.monotonic() - started, cpu, peak, ok), outputs
+    return Outcome(tool, wall, cpu, peak, ok), outputs
 
 
 async def own_timer(tool: str, command: Sequence[str]) -> Outcome:

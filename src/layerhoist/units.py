@@ -15,6 +15,8 @@ import re
 KiB = 1024
 MiB = 1024 * KiB
 GiB = 1024 * MiB
+#: Decimal megabyte: throughput is reported in MB/s, as network rates are.
+MB = 1000**2
 
 _SIZE_PATTERN = re.compile(r"\s*(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<unit>[A-Za-z]*)\s*")
 _SIZE_UNITS = {

@@ -8,9 +8,9 @@ the memory budget's figures and what the client-side pacer did per operation; or
 ``{"error": ...}`` and exit code 1 when the push could not start. Progress lines go to stderr.
 
 The bench starts one process per measured run, so that each run's CPU time and peak RSS are its
-own (the parent reads them with ``os.wait4``) and no run inherits another's heap. It goes
-through the ``layerhoist`` entry point, so it runs with the process settings ``layerhoist push``
-has (such as its malloc arena limit). The push is composed by
+own (the parent reads them with ``os.wait4``: :mod:`layerhoist.bench.measure`) and no run
+inherits another's heap. It goes through the ``layerhoist`` entry point, so it runs with the
+process settings ``layerhoist push`` has (such as its malloc arena limit). The push is composed by
 :func:`layerhoist.api.prepare_push`, as every push is; the cell times only its run, and reads
 the destination's pacer statistics and a source object
 (:class:`~layerhoist.bench.synth.SyntheticSource`) that no reference string names.
@@ -20,21 +20,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import resource
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
 
 from layerhoist.api import prepare_push
+from layerhoist.bench.measure import machine_busy_seconds, own_cpu_seconds
 from layerhoist.bench.synth import SyntheticPlan, SyntheticSource
 from layerhoist.destinations import DestinationOptions, PartLimits
 from layerhoist.errors import LayerhoistError
+from layerhoist.exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from layerhoist.refs import parse_destination, parse_source
 from layerhoist.sources import Source, open_source
 from layerhoist.transfer.config import Pacing, PushConfig, memory_bound, part_cost
@@ -44,14 +43,6 @@ from layerhoist.units import format_bytes
 
 #: Requests that set the repository up before the push; they are left out of its figures.
 SETUP_OPERATIONS = frozenset({"DescribeRepositories", "CreateRepository"})
-PROC_STAT = Path("/proc/stat")
-#: Columns of the ``cpu`` line of /proc/stat: idle, iowait, and guest time (already counted
-#: in user time, so the sum stops before it).
-_IDLE, _IOWAIT, _GUEST = 3, 4, 8
-EXIT_OK = 0
-EXIT_FAILED = 1
-#: 128 + SIGINT.
-EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,26 +169,6 @@ def memory_figures(config: PushConfig, limits: PartLimits, *, held_peak: int) ->
     }
 
 
-def machine_busy_seconds() -> float | None:
-    """CPU seconds every core of the machine has been busy since boot (``None`` off Linux).
-
-    Busy is everything but idle and I/O wait, whoever ran: the difference over a push shows
-    whether other work on the machine competed with it.
-    """
-    try:
-        with PROC_STAT.open() as stat:
-            fields = [int(value) for value in stat.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[_IDLE] + fields[_IOWAIT]
-    return (sum(fields[:_GUEST]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def run_cell(spec: CellSpec) -> dict[str, Any]:
     """Push as ``spec`` says and return the figures (the JSON the process prints)."""
     config = spec.config()
@@ -220,12 +191,12 @@ async def run_cell(spec: CellSpec) -> dict[str, Any]:
         async with prepare_push(
             source, destination, config=config, options=options, progress=progress
         ) as prepared:
-            cpu_started = _cpu_seconds()
+            cpu_started = own_cpu_seconds()
             loop_started = time.thread_time()
             machine_started = machine_busy_seconds()
             result = await prepared.run()
             machine_ended = machine_busy_seconds()
-            cpu = _cpu_seconds() - cpu_started
+            cpu = own_cpu_seconds() - cpu_started
             loop_cpu = time.thread_time() - loop_started
             pacer = prepared.destination.pacer
             pacing = (

@@ -4,7 +4,8 @@ A run is one push in a client process of its own. Its record joins three views o
 
 - the client's own report (:mod:`layerhoist.bench.cell`): bytes, seconds, requests and latency
   per operation, retries by cause, CPU of the push, what the pacer did;
-- the kernel's, read by the parent with ``os.wait4``: CPU of the whole process and peak RSS;
+- the kernel's, read by the parent (:mod:`layerhoist.bench.measure`): CPU of the whole
+  process and peak RSS;
 - the embedded registry's, when there is one: its counters (bytes received in parts,
   requests) and its CPU time, as deltas over the run.
 
@@ -41,18 +42,16 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from layerhoist import __version__
+from layerhoist.bench.measure import ProcessUsage, cpu_model, load_average, memory_total
 from layerhoist.destinations.ecr.limits import BASE64_EXPANSION
-from layerhoist.units import GiB, MiB
+from layerhoist.units import MB, GiB, MiB
 
-#: Decimal megabyte: throughput is reported in MB/s, as network rates are.
-MB = 10**6
 MS_PER_SECOND = 1000.0
 #: A pressure at least this high means that resource is what the run waited on.
 SATURATED = 0.6
@@ -66,18 +65,6 @@ MACHINE = "machine CPU"
 PERCENTILES = ("p50", "p95", "p99")
 #: Packages whose versions go into the environment of a report.
 REPORTED_PACKAGES = ("aioboto3", "aiobotocore", "botocore", "aiohttp", "anyio", "pybase64")
-_CPUINFO = Path("/proc/cpuinfo")
-_MEMINFO = Path("/proc/meminfo")
-_KIB = 1024
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProcessUsage:
-    """What the kernel says a finished client process cost (``os.wait4``)."""
-
-    cpu_seconds: float
-    peak_rss_bytes: int
-    exit_code: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -385,41 +372,12 @@ def environment() -> dict[str, Any]:
         "versions": versions,
         "implementation": sys.implementation.name,
         "platform": platform.platform(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
-        "memory_bytes": _memory_total(),
+        "memory_bytes": memory_total(),
         # Other work on the machine skews every figure: this says how busy it was.
         "load_average": load_average(),
     }
-
-
-def load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages, where the system keeps them."""
-    try:
-        return [round(load, 2) for load in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in _CPUINFO.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _memory_total() -> int | None:
-    try:
-        for line in _MEMINFO.read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1]) * _KIB
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _ms(seconds: float | None) -> str:

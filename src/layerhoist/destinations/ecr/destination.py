@@ -32,10 +32,10 @@ from layerhoist.destinations.ecr.body import PartBody, PartSplicer, part_encoder
 from layerhoist.destinations.ecr.errors import EcrErrors, classify, error_code
 from layerhoist.destinations.ecr.limits import (
     AWS_DOMAINS,
-    ECR_PUBLIC_REGION,
     MAX_DIGESTS_PER_CHECK,
     PART_LIMITS,
     PUBLISHED_QUOTAS,
+    api_region,
 )
 from layerhoist.errors import UsageError
 from layerhoist.image import Descriptor, Manifest
@@ -104,11 +104,6 @@ class EcrDestination:
         host = urlsplit(endpoint).hostname or ""
         return host.endswith(AWS_DOMAINS)
 
-    def _region(self) -> str | None:
-        if self.ref.service == "ecr-public":
-            return ECR_PUBLIC_REGION
-        return self._options.region or self.ref.region
-
     async def __aenter__(self) -> Self:
         try:
             session = aioboto3.Session(profile_name=self._options.profile)
@@ -130,7 +125,7 @@ class EcrDestination:
             session.client(
                 self.ref.service,
                 endpoint_url=self._options.endpoint_url,
-                region_name=self._region(),
+                region_name=api_region(self.ref, self._options.region),
                 config=boto_config,
             )
         )

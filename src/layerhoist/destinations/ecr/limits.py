@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from layerhoist.destinations import PartLimits
+from layerhoist.refs import DestinationRef
 from layerhoist.units import MiB
 
 #: ECR rejects a non-final part smaller than this (LayerPartTooSmallException).
@@ -61,3 +62,13 @@ PUBLISHED_QUOTAS: Mapping[str, Mapping[str, float]] = MappingProxyType(
         ),
     }
 )
+
+
+def api_region(ref: DestinationRef, region: str | None) -> str | None:
+    """The region whose API serves ``ref``: ECR Public's one, else ``region`` or the reference's.
+
+    ``None`` leaves the choice to the AWS configuration (``AWS_REGION``, the profile).
+    """
+    if ref.service == "ecr-public":
+        return ECR_PUBLIC_REGION
+    return region or ref.region
