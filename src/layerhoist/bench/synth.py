@@ -37,6 +37,7 @@ from layerhoist.image import (
     parse_manifest,
 )
 from layerhoist.testing.synthetic import GENERATION_BLOCK, derive_seed, synthetic_chunks
+from layerhoist.transfer.rechunk import Rechunker
 
 #: Every timestamp in the generated configs, so the bytes never depend on the clock.
 CREATED = "2024-01-01T00:00:00Z"
@@ -176,27 +177,21 @@ def _layer_chunks(layer: SyntheticLayer, *, offset: int, chunk_size: int) -> Ite
     A chunk that is a whole number of blocks costs one copy (the join). No chunk stays
     referenced by the suspended generator: its consumer alone decides when it is freed.
     """
-    pieces: list[bytes] = []
-    held = 0
+    rechunker = Rechunker(chunk_size)
     position = 0
     for block in synthetic_chunks(layer.seed, layer.size, chunk_size=GENERATION_BLOCK):
         start = position
         position += len(block)
         if position <= offset:
             continue
-        pieces.append(block[offset - start :] if start < offset else block)
-        held += len(pieces[-1])
+        rechunker.add(block[offset - start :] if start < offset else block)
         del block
-        while held >= chunk_size:
-            joined = b"".join(pieces)
-            rest = joined[chunk_size:]
-            pieces, held = ([rest], len(rest)) if rest else ([], 0)
-            handed = [joined[:chunk_size]]
-            del joined
+        while (piece := rechunker.take()) is not None:
+            handed = [piece]
+            del piece
             yield handed.pop()
-    if pieces:
-        handed = [b"".join(pieces)]
-        pieces.clear()
+    if rechunker.held:
+        handed = [rechunker.take_rest()]
         yield handed.pop()
 
 
