@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 import tracemalloc
 from collections.abc import Iterator
@@ -186,6 +187,47 @@ async def test_oci_missing_blob_is_named(tmp_path: Path) -> None:
     assert message.startswith(f"oci:{tmp_path}: image v1: blob {layer[:19]} is missing")
     assert str(blob_file(tmp_path, layer)) in message
     assert await load(f"oci:{tmp_path}:v2")
+
+
+@pytest.mark.anyio
+async def test_oci_blob_that_is_a_fifo_is_named_as_such_at_load(tmp_path: Path) -> None:
+    make_layout(tmp_path)
+    layer = manifest_of(tmp_path, "v1")["layers"][1]["digest"]
+    blob_file(tmp_path, layer).unlink()
+    os.mkfifo(blob_file(tmp_path, layer))
+    with pytest.raises(SourceError) as info, anyio.fail_after(10):
+        await load(f"oci:{tmp_path}:v1")
+    assert not isinstance(info.value, BlobMissingError)
+    assert f"{blob_file(tmp_path, layer)} is a FIFO, not a regular file" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_oci_blob_replaced_by_a_fifo_after_load_fails_without_hanging(
+    tmp_path: Path,
+) -> None:
+    make_layout(tmp_path)
+    source = open_source(parse_source(f"oci:{tmp_path}:v1"))
+    try:
+        [image] = await source.load()
+        layer = image.manifest.layers[0]
+        blob_file(tmp_path, layer.digest).unlink()
+        os.mkfifo(blob_file(tmp_path, layer.digest))
+        # A blocking open of a FIFO waits for a writer that never comes.
+        with (
+            pytest.raises(SourceError, match="is a FIFO, not a regular file"),
+            anyio.fail_after(10),
+        ):
+            await read_blob(source, layer)
+    finally:
+        await source.aclose()
+
+
+@pytest.mark.anyio
+async def test_docker_archive_that_is_a_fifo_fails_without_hanging(tmp_path: Path) -> None:
+    archive = tmp_path / "image.tar"
+    os.mkfifo(archive)
+    with pytest.raises(SourceError, match="is a FIFO, not a regular file"), anyio.fail_after(10):
+        await load(f"docker-archive:{archive}")
 
 
 @pytest.mark.anyio

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 
@@ -118,8 +118,39 @@ def _pread_full(fd: int, *, length: int, position: int) -> bytes:
     return b"".join(pieces)
 
 
+#: What a file that is not a regular file is, for messages.
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(mode: int) -> str | None:
+    """How a file of ``mode`` is described when it is not a regular file (``None`` if it is)."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def open_regular(path: Path, *, where: str) -> int:
+    """A read-only descriptor of the regular file ``path``; :class:`SourceError` otherwise.
+
+    Opened without blocking, so a FIFO or device put where a blob was expected fails at once
+    instead of hanging the push (and its Ctrl-C) in an ``open`` that waits for a writer.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    kind = _not_regular(os.fstat(fd).st_mode)
+    if kind is not None:
+        os.close(fd)
+        raise SourceError(f"{where} is {kind}, not a regular file")
+    return fd
+
+
 def _pread_file(path: Path, *, length: int, position: int) -> bytes:
-    fd = os.open(path, os.O_RDONLY)
+    fd = open_regular(path, where=str(path))
     try:
         return _pread_full(fd, length=length, position=position)
     finally:
@@ -142,13 +173,17 @@ class DirectoryStore(Store):
             return None
         except OSError as exc:
             raise SourceError(f"{self.describe(name)}: {exc.strerror}") from exc
-        return status.st_size if stat.S_ISREG(status.st_mode) else None
+        kind = _not_regular(status.st_mode)
+        if kind is not None:
+            raise SourceError(f"{self.describe(name)} is {kind}, not a regular file")
+        return status.st_size
 
     async def pread(self, name: str, *, length: int, position: int) -> bytes:
         # Open per read: no descriptor outlives a chunk, whoever abandons a stream.
         read = functools.partial(_pread_file, self.root / name, length=length, position=position)
         try:
-            return await anyio.to_thread.run_sync(read)
+            # Abandoned on cancellation: Ctrl-C must not wait on a read that hangs.
+            return await anyio.to_thread.run_sync(read, abandon_on_cancel=True)
         except FileNotFoundError as exc:
             raise BlobMissingError(f"{self.describe(name)} is missing") from exc
         except OSError as exc:
@@ -175,7 +210,9 @@ class TarStore(Store):
     @classmethod
     async def open(cls, path: Path, *, where: str) -> TarStore:
         """Index the archive at ``path`` (``where`` names it in messages)."""
-        fd, members = await anyio.to_thread.run_sync(_index_tar, path, where)
+        fd, members = await anyio.to_thread.run_sync(
+            _index_tar, path, where, abandon_on_cancel=True
+        )
         return cls(path, fd, members)
 
     def describe(self, name: str) -> str:
@@ -196,7 +233,7 @@ class TarStore(Store):
         read = functools.partial(
             _pread_full, self._fd, length=length, position=member.offset + position
         )
-        return await anyio.to_thread.run_sync(read)
+        return await anyio.to_thread.run_sync(read, abandon_on_cancel=True)
 
     async def aclose(self) -> None:
         if self._fd is not None:
@@ -211,34 +248,38 @@ def _clean_member_name(name: str) -> str:
 def _index_tar(path: Path, where: str) -> tuple[int, dict[str, _Member]]:
     """Map each regular member (and each link, to its target) to its bytes; open ``path``."""
     try:
-        with path.open("rb") as file:
-            magic = file.read(_MAGIC_LENGTH)
+        fd = open_regular(path, where=where)
     except OSError as exc:
         raise SourceError(f"{where}: {exc.strerror}") from exc
+    try:
+        _check_uncompressed(_pread_full(fd, length=_MAGIC_LENGTH, position=0), where=where)
+        # tarfile refuses an archive cut short inside a member ("unexpected end of data").
+        with open(fd, "rb", closefd=False) as file:
+            members, links = _scan_tar(file, where)
+    except BaseException:
+        os.close(fd)
+        raise
+    for name in links:
+        target = _resolve_link(name, links, members)
+        if target is not None:
+            members[name] = members[target]
+    return fd, members
+
+
+def _check_uncompressed(magic: bytes, *, where: str) -> None:
     for prefix, compression in COMPRESSION_MAGIC.items():
         if magic.startswith(prefix):
             raise SourceError(
                 f"{where} is {compression}-compressed: decompress it first "
                 "(docker save writes a plain tar)"
             )
-    # tarfile itself refuses an archive cut short inside a member ("unexpected end of data").
-    members, links = _scan_tar(path, where)
-    for name in links:
-        target = _resolve_link(name, links, members)
-        if target is not None:
-            members[name] = members[target]
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise SourceError(f"{where}: {exc.strerror}") from exc
-    return fd, members
 
 
-def _scan_tar(path: Path, where: str) -> tuple[dict[str, _Member], dict[str, str]]:
+def _scan_tar(file: BinaryIO, where: str) -> tuple[dict[str, _Member], dict[str, str]]:
     members: dict[str, _Member] = {}
     links: dict[str, str] = {}
     try:
-        with tarfile.open(path, mode="r:") as archive:
+        with tarfile.open(fileobj=file, mode="r:") as archive:
             for info in archive:
                 name = _clean_member_name(info.name)
                 if info.isreg():
