@@ -126,9 +126,22 @@ def outcome(result: PushResult, data: bytes) -> BlobOutcome:
     return found
 
 
-def first_seeded_delay(retry: int) -> float:
-    """The backoff of ``retry`` the pipeline draws first from its seeded generator."""
-    return Backoff.from_config(CONFIG).wait(retry, random.Random(SEED), retry_after=None)
+def one_layer_image(source: FakeSource) -> bytes:
+    """Add an image of one three-part layer (and its config); the layer's bytes."""
+    layer = blob("layer", 3 * PART - 1)
+    source.add_image("v1", b"config", [layer])
+    return layer
+
+
+def the_one_backoff(clock: FakeClock) -> float:
+    """The one backoff slept on ``clock``, checked to be the first draw of the seeded generator
+    for a first retry, under that retry's ceiling.
+    """
+    backoff = Backoff.from_config(CONFIG)
+    delay = backoff.wait(1, random.Random(SEED), retry_after=None)
+    assert 0.0 < delay <= backoff.ceiling(1)
+    assert clock.sleeps == [delay]
+    return delay
 
 
 # --- order ------------------------------------------------------------------------------------
@@ -259,8 +272,7 @@ async def test_most_shared_blobs_start_first_then_the_larger(
 async def test_a_requeued_blob_starts_over_with_a_fresh_upload_after_its_backoff(
     source: FakeSource, destination: FakeDestination, clock: FakeClock
 ) -> None:
-    layer = blob("layer", 9 * KiB)
-    source.add_image("v1", b"config", [layer])
+    layer = one_layer_image(source)
     destination.fail("commit", digest(layer), "BadUpload")
 
     result = await push(source, destination, clock, config=ONE_WORKER)
@@ -275,11 +287,8 @@ async def test_a_requeued_blob_starts_over_with_a_fresh_upload_after_its_backoff
         *[("send_part", second, part, None) for part in range(3)],
         ("commit", second, -1, None),
     ]
-    # One backoff, slept on the fake clock before the fresh upload started: the first draw of
-    # the seeded generator, under the ceiling of a first retry.
-    delay = first_seeded_delay(1)
-    assert 0.0 < delay <= Backoff.from_config(CONFIG).ceiling(1)
-    assert clock.sleeps == [delay]
+    # One backoff, slept on the fake clock before the fresh upload started.
+    delay = the_one_backoff(clock)
     restart = [c for c in destination.answered("start_upload") if c.upload == second]
     assert restart[0].at == delay
     assert result.retries == [
@@ -295,8 +304,7 @@ async def test_a_requeued_blob_starts_over_with_a_fresh_upload_after_its_backoff
 async def test_a_retry_part_error_resends_the_same_part_of_the_same_upload(
     source: FakeSource, destination: FakeDestination, clock: FakeClock
 ) -> None:
-    layer = blob("layer", 9 * KiB)
-    source.add_image("v1", b"config", [layer])
+    layer = one_layer_image(source)
     destination.fail("send_part", digest(layer), "Transient", part=1)
 
     result = await push(source, destination, clock, config=ONE_WORKER)
@@ -311,9 +319,7 @@ async def test_a_retry_part_error_resends_the_same_part_of_the_same_upload(
         ("send_part", upload, 2, None),
         ("commit", upload, -1, None),
     ]
-    delay = first_seeded_delay(1)
-    assert 0.0 < delay <= Backoff.from_config(CONFIG).ceiling(1)
-    assert clock.sleeps == [delay]
+    delay = the_one_backoff(clock)
     assert [(e.scope, e.attempt, e.cause, e.delay) for e in result.retries] == [
         ("part", 1, "Transient", delay)
     ]
@@ -324,8 +330,7 @@ async def test_a_retry_part_error_resends_the_same_part_of_the_same_upload(
 async def test_a_part_whose_retries_run_out_requeues_the_blob(
     source: FakeSource, destination: FakeDestination, clock: FakeClock
 ) -> None:
-    layer = blob("layer", 9 * KiB)
-    source.add_image("v1", b"config", [layer])
+    layer = one_layer_image(source)
     for _ in range(2):
         destination.fail("send_part", digest(layer), "Transient", part=2)
 
