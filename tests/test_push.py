@@ -180,6 +180,8 @@ async def test_unknown_repository_without_create(
         await push(f"oci:{layout}", "ecr-public:nowhere", options=options(registry, create=False))
 
 
+# Twenty images through injected faults and tight quotas, then skopeo reads each back.
+@pytest.mark.slow
 async def test_chaos_every_image_lands_intact(
     tmp_path: Path, make_registry: Any, skopeo: str
 ) -> None:

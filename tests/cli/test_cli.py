@@ -153,6 +153,8 @@ async def test_invalid_part_size_is_a_usage_error(
     assert "part_size" in one_line_error(done)
 
 
+# Three CLI processes, each loading the AWS SDK before it is refused or pushes.
+@pytest.mark.slow
 async def test_missing_and_wrong_credentials(
     aws_env: dict[str, str], layout: Path, make_registry: Any
 ) -> None:
@@ -190,6 +192,8 @@ async def _wait_for_bytes(registry: EmbeddedRegistry, process: Process) -> None:
         await anyio.sleep(0.05)
 
 
+# A push slowed by the simulated bandwidth until it is interrupted, then a full rerun.
+@pytest.mark.slow
 async def test_ctrl_c_leaves_no_tag_and_a_rerun_completes(
     tmp_path: Path, aws_env: dict[str, str], make_registry: Any
 ) -> None:
