@@ -185,7 +185,6 @@ DENIED_HINT = "the fake registry refuses this blob: ask its owner"
 #: The fake service's error codes and what the retry layer does with each.
 FAKE_ERRORS: Mapping[str, Rule] = MappingProxyType(
     {
-        "SlowDown": retry_rule(throttled=True),
         "Transient": retry_rule(),
         "BadUpload": requeue_rule(),
         "Denied": fail_rule(DENIED_HINT),

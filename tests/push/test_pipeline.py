@@ -16,7 +16,7 @@ import anyio.lowlevel
 import pytest
 
 from fakes import DENIED_HINT, Call, FakeClock, FakeDestination, FakeSource
-from layerhoist.image import sha256_digest
+from layerhoist.image import sha256_digest as digest
 from layerhoist.push.config import PushConfig
 from layerhoist.push.pipeline import Pipeline
 from layerhoist.push.report import BlobOutcome, PushResult
@@ -48,11 +48,6 @@ def blob(label: str, size: int) -> bytes:
     """``size`` bytes of content unique to ``label`` (so each label is its own digest)."""
     pattern = f"{label}|".encode()
     return (pattern * (size // len(pattern) + 1))[:size]
-
-
-def digest(data: bytes) -> str:
-    """The OCI digest of ``data``."""
-    return sha256_digest(data)
 
 
 @pytest.fixture
