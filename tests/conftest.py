@@ -1,9 +1,11 @@
 """Fixtures shared by the whole suite: the anyio backend, embedded registries, ECR clients, skopeo.
 
-``registry`` is an in-process :class:`EmbeddedRegistry` on a fresh data directory;
-``ecr_client(endpoint_url, service)`` opens a real aioboto3 client against any endpoint
-with dummy credentials and botocore's retries off; ``ecr`` bundles the upload and push
-sequences tests keep needing.
+``aws_credentials`` (for clients made in the test's process) and ``aws_env`` (the environment of
+a subprocess) are the one way a test gets dummy AWS credentials, with the machine's own AWS
+settings kept out. ``registry`` is an in-process :class:`EmbeddedRegistry` on a fresh data
+directory; ``ecr_client(endpoint_url, service)`` opens a real aioboto3 client against any
+endpoint with the same dummy credentials and botocore's retries off; ``ecr`` bundles the upload
+and push sequences tests keep needing.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from botocore.config import Config
 
 from layerhoist.registry import EmbeddedRegistry, RegistrySettings
 
+#: The dummy credentials of every test. The secret is one no output could contain by
+#: chance, so a test can check that it never shows.
 TEST_ACCESS_KEY = "test"
-TEST_SECRET_KEY = "test"
+TEST_SECRET_KEY = "test-secret-never-shown"
 TEST_REGION = "us-east-1"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -44,6 +48,40 @@ RegistryFactory = Callable[..., EmbeddedRegistry]
 def anyio_backend() -> str:
     """aiohttp (and so aiobotocore and the embedded registry) runs on asyncio only."""
     return "asyncio"
+
+
+@pytest.fixture
+def aws_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a process that calls AWS APIs (the CLI, the bench): dummy credentials.
+
+    This process's environment with every ``AWS_*`` variable of the machine removed, then the
+    dummy credentials, empty config and credentials files (so no profile of the machine's own
+    files leaks in) and no instance-metadata lookup (which would wait for a timeout).
+    """
+    config = tmp_path / "aws-config"
+    credentials = tmp_path / "aws-credentials"
+    config.touch()
+    credentials.touch()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=TEST_ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=TEST_SECRET_KEY,
+        AWS_CONFIG_FILE=str(config),
+        AWS_SHARED_CREDENTIALS_FILE=str(credentials),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    return env
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch, aws_env: dict[str, str]) -> None:
+    """The same AWS settings as :func:`aws_env`, for clients created in this process."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name, value in aws_env.items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from layerhoist.registry import EmbeddedRegistry
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.units import MiB
 
-pytestmark = pytest.mark.anyio
+# The pushes find dummy credentials in the environment, as a user's would.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("aws_credentials")]
 
 #: Small enough to be quick, large enough to need two 5 MiB parts.
 TWO_PART_LAYER = 6 * MiB
@@ -29,15 +30,6 @@ FAST = PushConfig(backoff_initial=0.001, backoff_max=0.01)
 
 def options(registry: EmbeddedRegistry, *, create: bool = True) -> DestinationOptions:
     return DestinationOptions(endpoint_url=registry.endpoint_url, create_repository=create)
-
-
-@pytest.fixture(autouse=True)
-def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Dummy credentials from the environment; no shared config of the machine leaks in."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
 def docker_ref(registry: EmbeddedRegistry, reference: str) -> str:
@@ -188,6 +180,8 @@ async def test_unknown_repository_without_create(
         await push(f"oci:{layout}", "ecr-public:nowhere", options=options(registry, create=False))
 
 
+# Twenty images through injected faults and tight quotas, then skopeo reads each back.
+@pytest.mark.slow
 async def test_chaos_every_image_lands_intact(
     tmp_path: Path, make_registry: Any, skopeo: str
 ) -> None:

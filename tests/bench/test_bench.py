@@ -103,6 +103,7 @@ async def test_synthetic_source_streams_the_bytes_its_plan_promises() -> None:
     assert sha256(await collect(source, config.digest, chunk_size=chunk_size)) == config.digest
 
 
+@pytest.mark.slow
 async def test_bench_writes_a_table_json_and_png(tmp_path: Path) -> None:
     report, chart = tmp_path / "bench.json", tmp_path / "bench.png"
     done = await bench(
@@ -135,17 +136,14 @@ async def test_bench_writes_a_table_json_and_png(tmp_path: Path) -> None:
     assert figures["peak_rss_bytes"]["clients"] == max(r["client"]["peak_rss_bytes"] for r in runs)
 
 
+@pytest.mark.slow
 async def test_bench_against_a_destination_counts_what_the_registry_received(
     make_registry: Callable[..., EmbeddedRegistry],
     ecr_client: ClientFactory,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    aws_credentials: None,
 ) -> None:
     # With --dest the clients use the normal credential chain: the environment here.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     report = tmp_path / "bench.json"
     async with make_registry() as registry:
         done = await bench(
@@ -169,6 +167,7 @@ async def test_bench_against_a_destination_counts_what_the_registry_received(
     assert left == []
 
 
+@pytest.mark.slow
 async def test_ctrl_c_leaves_a_partial_report(tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
     process = await anyio.open_process(
@@ -211,14 +210,13 @@ async def test_bad_options_are_usage_errors(args: list[str]) -> None:
     assert done.stderr.decode().count("\n") == 1
 
 
+@pytest.mark.slow
 async def test_a_client_that_cannot_start_stops_the_sweep(
-    registry: EmbeddedRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    registry: EmbeddedRegistry, aws_credentials: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # No credentials at all: the client's start fails.
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     done = await bench(
         *("--dest", "ecr-public:mirror", "--endpoint-url", registry.endpoint_url),
         *f"--images 1 --layers 1 --size {SMALL} --concurrency 1,2 --part-size 5MiB".split(),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -20,46 +19,22 @@ from layerhoist.units import MiB
 pytestmark = pytest.mark.anyio
 
 SMALL_LAYER = 64 * 1024
-#: A secret that must never appear in any output.
-SECRET = "secret-never-shown"
 #: Exit codes the CLI promises.
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 
 
-def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID="AKIDTEST",
-        AWS_SECRET_ACCESS_KEY=SECRET,
-        AWS_CONFIG_FILE=str(tmp_path / "no-aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-aws-credentials"),
-        AWS_EC2_METADATA_DISABLED="true",
-    )
-    env.update(extra)
-    return env
-
-
-async def layerhoist(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+async def layerhoist(env: dict[str, str], *args: str) -> Any:
     """Run ``python -m layerhoist ARGS`` without blocking the loop the registry serves on."""
     return await anyio.run_process(
-        [sys.executable, "-m", "layerhoist", *args],
-        check=False,
-        env=env if env is not None else cli_env(tmp_path),
+        [sys.executable, "-m", "layerhoist", *args], check=False, env=env
     )
 
 
 async def push_cli(
-    tmp_path: Path,
-    source: str,
-    destination: str,
-    endpoint: str,
-    *extra: str,
-    env: dict[str, str] | None = None,
+    env: dict[str, str], source: str, destination: str, endpoint: str, *extra: str
 ) -> Any:
     """``layerhoist push SOURCE DESTINATION --endpoint-url ENDPOINT EXTRA...``."""
-    return await layerhoist(
-        tmp_path, "push", source, destination, "--endpoint-url", endpoint, *extra, env=env
-    )
+    return await layerhoist(env, "push", source, destination, "--endpoint-url", endpoint, *extra)
 
 
 def one_line_error(completed: Any) -> str:
@@ -78,10 +53,10 @@ def layout(tmp_path: Path) -> Path:
 
 
 async def test_push_json_report_and_exit_zero(
-    tmp_path: Path, layout: Path, registry: EmbeddedRegistry
+    aws_env: dict[str, str], layout: Path, registry: EmbeddedRegistry
 ) -> None:
     done = await push_cli(
-        tmp_path,
+        aws_env,
         f"oci:{layout}",
         "ecr-public:cli/app",
         registry.endpoint_url,
@@ -99,7 +74,7 @@ async def test_push_json_report_and_exit_zero(
     assert report["bytes_uploaded"] == sum(b["size"] for b in report["blobs"])
     assert set(report["retries"]) == {"total", "by_cause", "longest_seconds", "events"}
     assert "2/2 images pushed" in done.stderr.decode()
-    assert SECRET not in done.stdout.decode() + done.stderr.decode()
+    assert aws_env["AWS_SECRET_ACCESS_KEY"] not in done.stdout.decode() + done.stderr.decode()
 
 
 @pytest.mark.parametrize(
@@ -115,6 +90,7 @@ async def test_push_json_report_and_exit_zero(
 )
 async def test_bad_input_is_one_line_and_an_exit_code(
     tmp_path: Path,
+    aws_env: dict[str, str],
     layout: Path,
     registry: EmbeddedRegistry,
     source: str,
@@ -123,7 +99,7 @@ async def test_bad_input_is_one_line_and_an_exit_code(
     names: str,
 ) -> None:
     done = await push_cli(
-        tmp_path,
+        aws_env,
         source.format(layout=layout, tmp=tmp_path),
         destination,
         registry.endpoint_url,
@@ -134,11 +110,11 @@ async def test_bad_input_is_one_line_and_an_exit_code(
 
 
 async def test_broken_manifest_json(
-    tmp_path: Path, layout: Path, registry: EmbeddedRegistry
+    aws_env: dict[str, str], layout: Path, registry: EmbeddedRegistry
 ) -> None:
     (layout / "index.json").write_text("{not json")
     done = await push_cli(
-        tmp_path,
+        aws_env,
         f"oci:{layout}",
         "ecr-public:repo",
         registry.endpoint_url,
@@ -148,10 +124,10 @@ async def test_broken_manifest_json(
 
 
 async def test_unknown_repository_says_create_repo(
-    tmp_path: Path, layout: Path, registry: EmbeddedRegistry
+    aws_env: dict[str, str], layout: Path, registry: EmbeddedRegistry
 ) -> None:
     done = await push_cli(
-        tmp_path,
+        aws_env,
         f"oci:{layout}",
         "ecr-public:absent",
         registry.endpoint_url,
@@ -163,10 +139,10 @@ async def test_unknown_repository_says_create_repo(
 
 
 async def test_invalid_part_size_is_a_usage_error(
-    tmp_path: Path, layout: Path, registry: EmbeddedRegistry
+    aws_env: dict[str, str], layout: Path, registry: EmbeddedRegistry
 ) -> None:
     done = await push_cli(
-        tmp_path,
+        aws_env,
         f"oci:{layout}",
         "ecr-public:repo",
         registry.endpoint_url,
@@ -177,21 +153,21 @@ async def test_invalid_part_size_is_a_usage_error(
     assert "part_size" in one_line_error(done)
 
 
+# Three CLI processes, each loading the AWS SDK before it is refused or pushes.
+@pytest.mark.slow
 async def test_missing_and_wrong_credentials(
-    tmp_path: Path, layout: Path, make_registry: Any
+    aws_env: dict[str, str], layout: Path, make_registry: Any
 ) -> None:
     async with make_registry(credentials={"AKIDREAL": "real-secret"}) as registry:
         args = ("push", f"oci:{layout}", "ecr-public:repo", "--endpoint-url", registry.endpoint_url)
-        env = cli_env(tmp_path)
+        env = dict(aws_env)
         del env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
-        missing = await layerhoist(tmp_path, *args, env=env)
+        missing = await layerhoist(env, *args)
         assert missing.returncode == FAILED
         assert "credentials" in one_line_error(missing).lower()
 
         wrong = await layerhoist(
-            tmp_path,
-            *args,
-            env=cli_env(tmp_path, AWS_ACCESS_KEY_ID="AKIDREAL", AWS_SECRET_ACCESS_KEY="guess"),
+            {**aws_env, "AWS_ACCESS_KEY_ID": "AKIDREAL", "AWS_SECRET_ACCESS_KEY": "guess"}, *args
         )
         assert wrong.returncode == FAILED
         line = one_line_error(wrong)
@@ -199,12 +175,9 @@ async def test_missing_and_wrong_credentials(
         assert "guess" not in wrong.stderr.decode()
 
         right = await layerhoist(
-            tmp_path,
+            {**aws_env, "AWS_ACCESS_KEY_ID": "AKIDREAL", "AWS_SECRET_ACCESS_KEY": "real-secret"},
             *args,
             "--create-repo",
-            env=cli_env(
-                tmp_path, AWS_ACCESS_KEY_ID="AKIDREAL", AWS_SECRET_ACCESS_KEY="real-secret"
-            ),
         )
         assert right.returncode == OK, right.stderr.decode()
 
@@ -219,8 +192,10 @@ async def _wait_for_bytes(registry: EmbeddedRegistry, process: Process) -> None:
         await anyio.sleep(0.05)
 
 
+# A push slowed by the simulated bandwidth until it is interrupted, then a full rerun.
+@pytest.mark.slow
 async def test_ctrl_c_leaves_no_tag_and_a_rerun_completes(
-    tmp_path: Path, make_registry: Any
+    tmp_path: Path, aws_env: dict[str, str], make_registry: Any
 ) -> None:
     layout = tmp_path / "layout"
     tags = write_oci_layout(layout, images=3, layers_per_image=2, layer_size=6 * MiB, seed=4)
@@ -237,7 +212,7 @@ async def test_ctrl_c_leaves_no_tag_and_a_rerun_completes(
             registry.endpoint_url,
             "--create-repo",
         ]
-        async with await anyio.open_process(args, env=cli_env(tmp_path)) as process:
+        async with await anyio.open_process(args, env=aws_env) as process:
             with anyio.fail_after(60):
                 await _wait_for_bytes(registry, process)
                 process.send_signal(signal.SIGINT)
@@ -250,7 +225,7 @@ async def test_ctrl_c_leaves_no_tag_and_a_rerun_completes(
 
         registry.simulator.update({"bandwidth": None})
         done = await push_cli(
-            tmp_path,
+            aws_env,
             f"oci:{layout}",
             "ecr-public:interrupted",
             registry.endpoint_url,

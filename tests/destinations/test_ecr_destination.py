@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,13 +40,8 @@ def test_unknown_pacing_mode_is_refused() -> None:
 
 
 @pytest.mark.anyio
-async def test_requests_name_layerhoist_in_their_user_agent(
-    registry: EmbeddedRegistry, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+@pytest.mark.usefixtures("aws_credentials")
+async def test_requests_name_layerhoist_in_their_user_agent(registry: EmbeddedRegistry) -> None:
     sent: list[bytes] = []
 
     def record(request: Any, **_: Any) -> None:

@@ -13,18 +13,11 @@ from layerhoist.api import push
 from layerhoist.destinations import DestinationOptions
 from layerhoist.testing.synthetic import write_oci_layout
 
-pytestmark = pytest.mark.anyio
+# The push and the read-back client find dummy credentials in the environment.
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("aws_credentials")]
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-
-
-@pytest.fixture(autouse=True)
-def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
 async def test_push_into_moto_ecr_private(tmp_path: Path, moto_endpoint: str) -> None:

@@ -34,7 +34,7 @@ from typing import Protocol, TypeVar
 
 import anyio
 
-from layerhoist.destinations import BlobUpload, Destination
+from layerhoist.destinations.base import BlobUpload, Destination
 from layerhoist.errors import LayerhoistError
 from layerhoist.image import Descriptor, Image
 from layerhoist.sources import Source

@@ -27,7 +27,7 @@ from botocore import xform_name
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from layerhoist.destinations import DestinationOptions, PartLimits
+from layerhoist.destinations.base import DestinationOptions, PartLimits
 from layerhoist.destinations.ecr.body import PartBody, PartSplicer, part_encoder, send_in_slices
 from layerhoist.destinations.ecr.errors import EcrErrors, classify, error_code
 from layerhoist.destinations.ecr.limits import (

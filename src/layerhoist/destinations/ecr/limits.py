@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from layerhoist.destinations import PartLimits
+from layerhoist.destinations.base import PartLimits
 from layerhoist.refs import DestinationRef
 from layerhoist.units import MiB
 

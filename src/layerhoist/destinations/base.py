@@ -1,0 +1,119 @@
+"""What every destination implements: the :class:`Destination` and :class:`BlobUpload`
+protocols, its :class:`PartLimits`, and the :class:`DestinationOptions` of how to reach it.
+
+Kept apart from the package's factories so that a transport's modules import these without
+importing the package that picks the transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sized
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from layerhoist.errors import UsageError
+from layerhoist.image import Descriptor, Manifest
+
+if TYPE_CHECKING:
+    from layerhoist.transfer.config import PushConfig
+    from layerhoist.transfer.metrics import RequestMetrics
+    from layerhoist.transfer.pacing import Pacer
+    from layerhoist.transfer.parts import Part
+    from layerhoist.transfer.verdicts import ErrorTable
+
+
+@dataclass(frozen=True, kw_only=True)
+class DestinationOptions:
+    """How to reach the destination; ``None`` means the standard default of its transport."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    registry_id: str | None = None
+    create_repository: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartLimits:
+    """A transport's rules for the parts of one blob upload, and what a part costs in memory.
+
+    A part size asked for by the user must lie in ``[min_part_size, max_part_size]``; without
+    one, the size the service offers (or ``preferred_max_part_size``) is clamped to
+    ``[min_part_size, preferred_max_part_size]``, each bound overridable by the configuration.
+    """
+
+    #: The smallest part the service accepts, the final part excepted.
+    min_part_size: int
+    #: The largest part the service accepts.
+    max_part_size: int
+    #: The upper clamp when the user names no part size (a stricter documented value).
+    preferred_max_part_size: int
+    #: Bytes of request payload per byte of blob (``4/3`` when parts travel as base64).
+    payload_expansion: float
+
+    def check(self, config: PushConfig) -> None:
+        """Raise :class:`~layerhoist.errors.UsageError` if ``config`` breaks these limits."""
+        low = config.min_part_size or self.min_part_size
+        high = config.max_part_size or self.preferred_max_part_size
+        accepted = f"{self.min_part_size}..{self.max_part_size} bytes, the parts it accepts"
+        if low > high:
+            raise UsageError(f"min_part_size {low} exceeds max_part_size {high}")
+        if high > self.max_part_size:
+            raise UsageError(f"max_part_size {high} is beyond the destination's {accepted}")
+        size = config.part_size
+        if size is not None and not self.min_part_size <= size <= self.max_part_size:
+            raise UsageError(f"part_size {size} is outside the destination's {accepted}")
+
+    def part_size(self, config: PushConfig, *, offered: int | None) -> int:
+        """The part size of one upload, given what the service ``offered`` (if anything)."""
+        if config.part_size is not None:
+            return config.part_size
+        low = config.min_part_size or self.min_part_size
+        high = config.max_part_size or self.preferred_max_part_size
+        return max(low, min(high, offered if offered is not None else high))
+
+
+class BlobUpload(Protocol):
+    """One blob on its way into the destination: parts in order, then the commit."""
+
+    #: Bytes per part (the last may be shorter); fixed when the upload starts.
+    part_size: int
+
+    def encode(self, first_byte: int, data: bytes) -> Sized:
+        """Turn a part's bytes into its request payload; called in a worker thread."""
+
+    async def send_part(self, part: Part) -> None:
+        """Send one part; the previous part must have been accepted first."""
+
+    async def commit(self, digest: str) -> None:
+        """Finish the upload as ``digest``; the destination already holding it is success."""
+
+
+class Destination(Protocol):
+    """One repository of one registry, as the pipeline sees it."""
+
+    #: The destination as the user wrote it (without a tag), for reports.
+    description: str
+    #: Requests made, errors and latency percentiles per operation.
+    metrics: RequestMetrics
+    #: Part sizes this transport accepts and the memory a part's payload costs.
+    limits: PartLimits
+    #: Classifies the errors this transport raises.
+    errors: ErrorTable
+    #: Client-side pacing of its requests, where the transport has published quotas.
+    pacer: Pacer | None
+
+    def target_name(self, tag: str | None) -> str:
+        """How the image tagged ``tag`` (``None``: by digest) is named in reports."""
+
+    async def prepare(self, *, create: bool) -> None:
+        """Check the repository exists; create it when ``create`` is set."""
+
+    async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
+        """The ``digests`` the repository does not hold yet."""
+
+    async def start_upload(self, descriptor: Descriptor) -> BlobUpload:
+        """Begin uploading the blob ``descriptor`` describes."""
+
+    async def put_manifest(self, manifest: Manifest, *, tag: str | None) -> None:
+        """Store ``manifest`` byte for byte, tagged when ``tag`` is given; already there is fine."""
