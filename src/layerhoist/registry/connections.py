@@ -62,7 +62,11 @@ class _Refused(asyncio.Protocol):
     """A connection over the limit: closed at once, its descriptor freed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.abort() if isinstance(transport, asyncio.Transport) else transport.close()
+        # A reset, not a lingering close: the descriptor is free at once.
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()
+        else:
+            transport.close()
 
 
 class _CountedHandler(web.RequestHandler):
