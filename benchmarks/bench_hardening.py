@@ -62,6 +62,8 @@ def head(operation: str, *, length: int | None) -> bytes:
         "Content-Type: application/x-amz-json-1.1",
         f"X-Amz-Target: {TARGET_PREFIX}{operation}",
         f"Content-Length: {length}" if length is not None else "Transfer-Encoding: chunked",
+        # The answer is read to the end of the connection.
+        "Connection: close",
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
@@ -76,8 +78,7 @@ async def warm_up(registry: RegistryProcess) -> None:
     """One ordinary request, so the baseline includes what serving anything allocates."""
     async with await connect(registry) as stream:
         body = b"{}"
-        await stream.send(head("DescribeRepositories", length=len(body))[:-2])
-        await stream.send(b"Connection: close\r\n\r\n" + body)
+        await stream.send(head("DescribeRepositories", length=len(body)) + body)
         try:
             while await stream.receive():
                 pass
