@@ -32,6 +32,8 @@ _SIZE_UNITS = {
 }
 EXIT_OK = 0
 EXIT_FAILURE = 1
+#: The settings' own defaults, shown as the flags' defaults.
+DEFAULTS = RegistrySettings(data_dir=Path())
 
 
 def parse_size(text: str) -> int:
@@ -82,6 +84,39 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--part-size", help="partSize InitiateLayerUpload answers (e.g. 10MiB)")
     parser.add_argument("--min-part-size", help="smallest non-final part (default 5MiB)")
     parser.add_argument("--max-part-size", help="largest part accepted (default 20MiB)")
+    parser.add_argument(
+        "--region",
+        default=DEFAULTS.region,
+        help="region of ECR (private) signatures (default: %(default)s; ECR Public: us-east-1)",
+    )
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULTS.header_timeout,
+        help="seconds to send request headers, and to idle (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--body-idle-timeout",
+        type=float,
+        default=DEFAULTS.body_idle_timeout,
+        help="seconds a request body may stall (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULTS.max_connections,
+        help="connections served at once (keep it under ulimit -n) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-buffered-body",
+        help="request body bytes held at once, e.g. 512MiB (default: 16 of the largest)",
+    )
+    parser.add_argument(
+        "--upload-idle-limit",
+        type=float,
+        default=DEFAULTS.upload_idle_limit,
+        help="seconds before an untouched upload is removed (default: %(default)s)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, data_dir: Path) -> RegistrySettings:
@@ -101,12 +136,19 @@ def settings_from_args(args: argparse.Namespace, data_dir: Path) -> RegistrySett
         for name in ("part_size", "min_part_size", "max_part_size")
         if (value := getattr(args, name)) is not None
     }
+    if args.max_buffered_body is not None:
+        sizes["max_buffered_body_bytes"] = parse_size(args.max_buffered_body)
     return RegistrySettings(
         data_dir=data_dir,
         host=args.host,
         port=args.port,
         simulation=simulation,
         credentials=_credentials(args.credentials),
+        region=args.region,
+        header_timeout=args.header_timeout,
+        body_idle_timeout=args.body_idle_timeout,
+        max_connections=args.max_connections,
+        upload_idle_limit=args.upload_idle_limit,
     ).replace(**sizes)
 
 
@@ -121,18 +163,24 @@ async def serve(settings: RegistrySettings) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve as ``args`` say; the process exit code."""
+    if args.data_dir is not None:
+        return _run_in(args, args.data_dir)
+    # Only a registry without a data directory of its own gets (and removes) a scratch one.
     with tempfile.TemporaryDirectory(prefix="layerhoist-registry-") as scratch:
-        data_dir = args.data_dir if args.data_dir is not None else Path(scratch)
-        try:
-            settings = settings_from_args(args, data_dir)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_FAILURE
-        try:
-            anyio.run(serve, settings, backend="asyncio")
-        except OSError as error:
-            print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
-            return EXIT_FAILURE
+        return _run_in(args, Path(scratch))
+
+
+def _run_in(args: argparse.Namespace, data_dir: Path) -> int:
+    try:
+        settings = settings_from_args(args, data_dir)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    try:
+        anyio.run(serve, settings, backend="asyncio")
+    except OSError as error:
+        print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
 
 

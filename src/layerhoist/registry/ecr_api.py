@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -45,7 +46,13 @@ from layerhoist.registry.settings import RegistrySettings
 from layerhoist.registry.simulation import Simulator
 from layerhoist.registry.stats import RegistryStats
 from layerhoist.registry.storage import BlobStore, Upload
-from layerhoist.registry.wire import BLOB_FIELD, Body, parse_object, parse_part_body
+from layerhoist.registry.wire import (
+    BLOB_FIELD,
+    Body,
+    JsonLimits,
+    parse_object,
+    parse_part_body,
+)
 
 T = TypeVar("T")
 Params = dict[str, Any]
@@ -62,6 +69,8 @@ LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 #: The layer APIs' image manifest limit (imageManifest is at most 4 MiB).
 MAX_MANIFEST = 4 * 1024 * 1024
 IMAGE_ID_FIELDS = ("imageDigest", "imageTag")
+#: The text inside a ``nextToken``: an offset in canonical decimal, of a sane length.
+_OFFSET_RE = re.compile(r"0|[1-9][0-9]{0,17}")
 
 SHARED_OPERATIONS = frozenset(
     {
@@ -141,6 +150,10 @@ class EcrApi:
         self._stats = stats
         self._clock = clock
         self._wall_clock = wall_clock
+        #: How deep and how many JSON arrays and objects a request body may hold.
+        self.json_limits = JsonLimits(
+            max_depth=settings.max_json_depth, max_containers=settings.max_json_containers
+        )
         #: ``host:port`` the registry is reachable at (set once it listens): repositoryUri.
         self.registry_host = f"{settings.host}:{settings.port}"
         self._handlers: Mapping[str, Callable[[Service, Params], Awaitable[Result]]] = {
@@ -162,9 +175,10 @@ class EcrApi:
     async def call(self, service: Service, operation: str, body: Body) -> Result:
         """Run ``operation`` of ``service`` on a raw JSON request body."""
         if operation == "UploadLayerPart":
-            params, data = await anyio.to_thread.run_sync(parse_part_body, body)
+            params, data = await anyio.to_thread.run_sync(parse_part_body, body, self.json_limits)
             return await self._upload_layer_part(service, params, data)
-        return await self._handlers[operation](service, parse_object(body.contents()))
+        params = parse_object(body.contents(), self.json_limits)
+        return await self._handlers[operation](service, params)
 
     # Shared helpers
 
@@ -218,7 +232,7 @@ class EcrApi:
                 Code.UPLOAD_NOT_FOUND,
                 f"Upload with id '{upload_id}' is not found in repository '{repository}'",
             )
-        upload.last_activity = self._clock()
+        self._store.touch(upload, now=self._clock())
         return upload
 
     def _still_open(self, upload: Upload) -> None:
@@ -231,9 +245,25 @@ class EcrApi:
                 f"'{upload.repository}'",
             )
 
+    def _expiry(self) -> float:
+        """Seconds an upload may stay idle: the simulated expiry if set, else the idle limit."""
+        simulated = self._simulator.settings.upload_expiry
+        return self._settings.upload_idle_limit if simulated is None else simulated
+
     def _expired(self, upload: Upload) -> bool:
-        expiry = self._simulator.settings.upload_expiry
-        return expiry is not None and self._clock() - upload.last_activity > expiry
+        return self._clock() - upload.last_activity > self._expiry()
+
+    def discard_idle_uploads(self) -> int:
+        """Discard the uploads idle past their expiry, files included; returns how many.
+
+        An upload whose part is being written is busy, not idle, and is left alone.
+        """
+        discarded = 0
+        for upload in self._store.idle_uploads(before=self._clock() - self._expiry()):
+            if not upload.lock.locked():
+                self._store.discard_upload(upload)
+                discarded += 1
+        return discarded
 
     def _paged(
         self, key: str, items: Sequence[T], params: Params, render: Callable[[T], object]
@@ -243,12 +273,7 @@ class EcrApi:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise v.invalid("maxResults", f"must be an integer within 1..{MAX_PAGE}")
         token = params.get("nextToken")
-        offset = 0
-        if token is not None:
-            try:
-                offset = int(base64.urlsafe_b64decode(str(token)).decode())
-            except (ValueError, binascii.Error):
-                raise v.invalid("nextToken", "not a token this registry issued") from None
+        offset = 0 if token is None else _page_offset(token)
         following = offset + limit
         result: Result = {key: [render(item) for item in items[offset:following]]}
         if following < len(items):
@@ -405,10 +430,9 @@ class EcrApi:
 
     async def _initiate_layer_upload(self, service: Service, params: Params) -> Result:
         record = self._repository(service, params)
-        # Forgetting expired uploads here keeps abandoned ones from piling up on disk.
-        for upload in self._store.uploads():
-            if self._expired(upload):
-                self._store.discard_upload(upload)
+        # Between two sweeps too, abandoned uploads must not pile up on disk; only the idle
+        # ones are visited, so this stays cheap however many uploads are open.
+        self.discard_idle_uploads()
         upload = self._store.new_upload(record.name, now=self._clock())
         return {"uploadId": upload.upload_id, "partSize": self._settings.part_size}
 
@@ -426,7 +450,7 @@ class EcrApi:
             if stored is not data:
                 self._stats.parts_corrupted += 1
             await self._store.append(upload, stored)
-            upload.last_activity = self._clock()
+            self._store.touch(upload, now=self._clock())
         self._stats.parts_received += 1
         self._stats.part_bytes_received += len(data)
         return {
@@ -697,6 +721,19 @@ class EcrApi:
                 }
             ]
         }
+
+
+def _page_offset(token: object) -> int:
+    """The offset a ``nextToken`` of :meth:`EcrApi._paged` carries; refused unless it issued it."""
+    try:
+        text = base64.urlsafe_b64decode(str(token)).decode("ascii")
+    except (ValueError, binascii.Error):
+        text = ""
+    # Only the canonical decimal form it writes: no sign (``-1`` would page from the end),
+    # no spaces, no leading zeros, no digits ``int`` takes but ASCII lacks.
+    if _OFFSET_RE.fullmatch(text) is None:
+        raise v.invalid("nextToken", "not a token this registry issued")
+    return int(text)
 
 
 def _same(item: Result) -> Result:

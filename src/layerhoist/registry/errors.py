@@ -13,6 +13,8 @@ escapes as a traceback and the server keeps serving.
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from collections.abc import Mapping
 from enum import StrEnum
 from http import HTTPStatus
@@ -64,6 +66,35 @@ class EcrError(Exception):
     def body(self) -> dict[str, object]:
         """The JSON document of the response."""
         return {"__type": self.code, "message": self.message, **self.fields}
+
+
+#: ``errno`` values that mean the data directory's file system has no room left.
+_OUT_OF_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` says the disk (or the quota) is full: OSError or SQLite's own."""
+    if isinstance(error, OSError):
+        return error.errno in _OUT_OF_SPACE_ERRNOS
+    return isinstance(error, sqlite3.Error) and (
+        getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    )
+
+
+def storage_failure(error: OSError | sqlite3.Error) -> EcrError:
+    """The service's answer when the data directory refuses a write: ServerException (500).
+
+    A full disk says so in words a client can show (``out of space (ENOSPC)``); the request
+    changed nothing, so the same request may succeed once space returns.
+    """
+    if is_out_of_space(error):
+        message = (
+            "The registry is out of space (ENOSPC): its data directory cannot take more "
+            "bytes; retry once space is freed"
+        )
+    else:
+        message = f"The registry could not read or write its data: {error}"
+    return EcrError(Code.SERVER, message, status=HTTPStatus.INTERNAL_SERVER_ERROR)
 
 
 class OciCode(StrEnum):

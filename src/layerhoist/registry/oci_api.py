@@ -7,6 +7,7 @@ media type they were pushed with, so their digests match. Blobs stream from disk
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -25,6 +26,8 @@ BLOB_MEDIA_TYPE = "application/octet-stream"
 STREAM_CHUNK = 256 * 1024
 #: Upper bound of ``n`` in ``tags/list`` and ``_catalog``.
 MAX_LIST = 10_000
+#: ``n`` of a listing: decimal ASCII digits, no longer than ``MAX_LIST`` needs.
+_COUNT_RE = re.compile(rf"[0-9]{{1,{len(str(MAX_LIST))}}}")
 
 #: Paces the bytes written on the connection of one request.
 Pacer = Callable[[web.BaseRequest], Callable[[int], Awaitable[None]] | None]
@@ -163,7 +166,8 @@ def _listing(
     count_text = request.query.get("n")
     headers = dict(API_VERSION_HEADER)
     if count_text is not None:
-        if not count_text.isdigit() or not 0 < int(count_text) <= MAX_LIST:
+        # ``str.isdigit`` also accepts digits ``int`` refuses (superscripts): ASCII only.
+        if _COUNT_RE.fullmatch(count_text) is None or not 0 < int(count_text) <= MAX_LIST:
             raise OciError(
                 OciCode.PAGINATION_NUMBER_INVALID,
                 f"n must be within 1..{MAX_LIST}",

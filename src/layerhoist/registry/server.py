@@ -3,44 +3,82 @@
 Every ECR API request goes through the same steps, in the order the service would
 meet them::
 
-    latency -> (maybe drop the connection mid-body) -> read the body, paced by the
-    connection's bandwidth -> SigV4 (when credentials are set) -> unknown operation?
+    latency -> SigV4 headers (when credentials are set: before any body byte is read)
+    -> the operation's body limit -> (maybe drop the connection mid-body) -> read the
+    body as it arrives, within the budget of bodies held at once, paced by the
+    connection's bandwidth -> SigV4 signature over the body -> unknown operation?
     -> quota (ThrottlingException) -> injected ServerException -> the operation
 
+Only UploadLayerPart and PutImage may send ``body_limit`` bytes; every other operation,
+and the admin endpoint, ``small_body_limit``. A refusal is always the service's JSON
+error: a full disk is ServerException saying so, and anything unforeseen is logged and
+answered as ServerException, never as aiohttp's plain-text 500. A body that stalls for
+``body_idle_timeout`` seconds, or breaks off, closes its connection without an answer.
+
 ``async with EmbeddedRegistry(settings) as registry`` listens on
-``registry.endpoint_url`` until the block ends.
+``registry.endpoint_url`` until the block ends; meanwhile uploads left idle past their
+expiry are swept away every ``upload_sweep_interval`` seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Self
+from typing import NoReturn, Self
 
 import anyio
-import anyio.to_thread
 from aiohttp import web
+from anyio.abc import TaskGroup
 
 from layerhoist.registry.admin import AdminApi
+from layerhoist.registry.auth import (
+    ADMIN_SERVICE,
+    ADMIN_SIGNED_HEADERS,
+    ECR_PUBLIC_REGION,
+    ECR_SIGNED_HEADERS,
+    Authenticator,
+    Scope,
+)
 from layerhoist.registry.catalog import Catalog
-from layerhoist.registry.ecr_api import EcrApi, Service, resolve_target, unknown_operation
-from layerhoist.registry.errors import Code, EcrError, OciError
+from layerhoist.registry.connections import (
+    ConditionLog,
+    ConnectionLimit,
+    LimitedSite,
+    quiet_accept_failures,
+)
+from layerhoist.registry.ecr_api import (
+    ECR_PUBLIC,
+    EcrApi,
+    Service,
+    resolve_target,
+    unknown_operation,
+)
+from layerhoist.registry.errors import Code, EcrError, OciError, storage_failure
 from layerhoist.registry.oci_api import API_VERSION_HEADER, OciApi
 from layerhoist.registry.settings import RegistrySettings
-from layerhoist.registry.sigv4 import SignatureError, verify_request
+from layerhoist.registry.sigv4 import SignatureError
 from layerhoist.registry.simulation import ConnectionBandwidth, Simulator
 from layerhoist.registry.stats import RegistryStats
-from layerhoist.registry.storage import BlobStore
-from layerhoist.registry.wire import Body, BodyBuffers, json_response, read_body
+from layerhoist.registry.storage import BlobStore, Writer
+from layerhoist.registry.wire import (
+    Body,
+    BodyBuffers,
+    BodyUnreadable,
+    json_response,
+    read_body,
+)
 
 ECR_PATH = "/"
 OCI_PREFIX = "/v2"
-#: Bodies at least this large are signature-checked in a worker thread (it hashes them).
-THREAD_VERIFY_THRESHOLD = 256 * 1024
+#: The operations whose bodies may be large (a part's base64, a manifest); the others'
+#: bodies are held to ``RegistrySettings.small_body_limit``.
+LARGE_BODY_OPERATIONS = frozenset({"UploadLayerPart", "PutImage"})
 
 
 class EmbeddedRegistry:
@@ -48,7 +86,8 @@ class EmbeddedRegistry:
 
     ``clock`` (monotonic seconds) decides upload expiry and simulation timing,
     ``wall_clock`` (epoch seconds) timestamps and signature dates, ``sleep`` the
-    simulated latency and bandwidth.
+    simulated latency and bandwidth; ``write`` (``os.pwrite``'s shape) writes every
+    uploaded byte. The sweep for idle uploads and the connection timeouts run on real time.
     """
 
     def __init__(
@@ -58,13 +97,23 @@ class EmbeddedRegistry:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        write: Writer = os.pwrite,
     ) -> None:
         self.settings = settings
         self._clock = clock
         self._wall_clock = wall_clock
+        self._write = write
         self._simulator = Simulator(settings.simulation, clock=clock, sleep=sleep)
         self._stats = RegistryStats()
-        self._buffers = BodyBuffers(capacity=settings.body_limit)
+        self._log = ConditionLog(interval=settings.log_interval)
+        self._auth = Authenticator(
+            credentials=settings.credentials,
+            max_skew=settings.signature_max_skew,
+            wall_clock=wall_clock,
+        )
+        self._buffers = BodyBuffers(
+            capacity=settings.body_limit, budget=settings.buffered_body_limit
+        )
         self._pacers: weakref.WeakKeyDictionary[object, ConnectionBandwidth] = (
             weakref.WeakKeyDictionary()
         )
@@ -72,6 +121,9 @@ class EmbeddedRegistry:
         self._store: BlobStore | None = None
         self._ecr: EcrApi | None = None
         self._runner: web.AppRunner | None = None
+        self._connections: ConnectionLimit | None = None
+        self._tasks: TaskGroup | None = None
+        self._undo_accept_log: Callable[[], None] | None = None
         self._endpoint_url: str | None = None
 
     @property
@@ -92,14 +144,24 @@ class EmbeddedRegistry:
         return self._stats.snapshot(
             blobs_stored=catalog.blob_count(),
             images_stored=catalog.image_count(),
-            uploads=len(store.uploads()),
+            uploads=store.upload_count(),
         )
+
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed."""
+        return 0 if self._connections is None else self._connections.open
+
+    @property
+    def body_bytes_held(self) -> int:
+        """Request body bytes reserved by the requests being read or served."""
+        return self._buffers.held
 
     async def __aenter__(self) -> Self:
         data_dir = self.settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self._catalog = Catalog(data_dir)
-        self._store = BlobStore(data_dir)
+        self._store = BlobStore(data_dir, write=self._write)
         self._ecr = EcrApi(
             settings=self.settings,
             catalog=self._catalog,
@@ -114,7 +176,12 @@ class EmbeddedRegistry:
         OciApi(catalog=self._catalog, store=self._store, pacer=self._blob_pacer).add_routes(
             app.router
         )
-        AdminApi(simulator=self._simulator, stats=self.stats).add_routes(app.router)
+        AdminApi(
+            simulator=self._simulator,
+            stats=self.stats,
+            admit=self._admit_admin,
+            json_limits=self._ecr.json_limits,
+        ).add_routes(app.router)
         runner = web.AppRunner(
             app,
             access_log=None,
@@ -123,7 +190,16 @@ class EmbeddedRegistry:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.settings.host, self.settings.port)
+            assert runner.server is not None
+            self._connections = ConnectionLimit(
+                runner.server,
+                limit=self.settings.max_connections,
+                header_timeout=self.settings.header_timeout,
+                log=self._log,
+            )
+            site = LimitedSite(
+                runner, host=self.settings.host, port=self.settings.port, factory=self._connections
+            )
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -131,10 +207,14 @@ class EmbeddedRegistry:
             self._catalog = None
             raise
         self._runner = runner
+        self._undo_accept_log = quiet_accept_failures(self._log)
         host, port = runner.addresses[0][:2]
         host_text = f"[{host}]" if ":" in host else host
         self._ecr.registry_host = f"{host_text}:{port}"
         self._endpoint_url = f"http://{host_text}:{port}"
+        self._tasks = anyio.create_task_group()
+        await self._tasks.__aenter__()
+        self._tasks.start_soon(self._sweep_uploads, self._ecr)
         return self
 
     async def __aexit__(
@@ -144,15 +224,29 @@ class EmbeddedRegistry:
         tb: TracebackType | None,
     ) -> None:
         try:
+            if self._tasks is not None:
+                self._tasks.cancel_scope.cancel()
+                await self._tasks.__aexit__(None, None, None)
             if self._runner is not None:
                 with anyio.CancelScope(shield=True):
                     await self._runner.cleanup()
         finally:
+            self._tasks = None
             self._runner = None
+            self._connections = None
             self._endpoint_url = None
+            if self._undo_accept_log is not None:
+                self._undo_accept_log()
+                self._undo_accept_log = None
             if self._catalog is not None:
                 self._catalog.close()
                 self._catalog = None
+
+    async def _sweep_uploads(self, ecr: EcrApi) -> None:
+        """Discard abandoned uploads (and their files) every ``upload_sweep_interval``."""
+        while True:
+            await anyio.sleep(self.settings.upload_sweep_interval)
+            ecr.discard_idle_uploads()
 
     def _require(self) -> tuple[Catalog, BlobStore]:
         if self._catalog is None or self._store is None:
@@ -198,9 +292,7 @@ class EmbeddedRegistry:
             return json_response(error.body(), status=error.status)
         except SignatureError as error:
             self._stats.errors[error.code] += 1
-            return json_response(
-                {"__type": error.code, "message": error.message}, status=error.status
-            )
+            return json_response(error.body(), status=error.status)
         return json_response(result)
 
     async def _serve_ecr(
@@ -208,19 +300,19 @@ class EmbeddedRegistry:
     ) -> dict[str, object]:
         if self._ecr is None:
             raise RuntimeError("the registry is not running")
+        authorization = self._auth.check(request, self._ecr_scope(service))
+        limit = (
+            self.settings.body_limit
+            if operation in LARGE_BODY_OPERATIONS
+            else self.settings.small_body_limit
+        )
         fault = "none" if service is None else self._simulator.decide_fault(operation)
         if fault == "drop":
             self._stats.faults[fault] += 1
-            await _drop(request)
-        pacer = self._pacer(request)
-        body = await read_body(
-            request,
-            buffers=self._buffers,
-            limit=self.settings.body_limit,
-            consume=_consume_with(pacer),
-        )
+            await _drop(request, self.settings.body_idle_timeout)
+        body = await self._read_body(request, limit=limit)
         try:
-            await self._authenticate(request, body)
+            await self._auth.verify(request, authorization, body)
             if service is None:
                 raise unknown_operation(target)
             if self._simulator.throttled(operation):
@@ -232,32 +324,74 @@ class EmbeddedRegistry:
                     "An injected transient server error occurred",
                     status=HTTPStatus.INTERNAL_SERVER_ERROR,
                 )
-            return await self._ecr.call(service, operation, body)
+            return await self._operate(service, operation, body)
         finally:
             self._buffers.release(body)
 
-    async def _authenticate(self, request: web.Request, body: Body) -> None:
-        credentials = self.settings.credentials
-        if credentials is None:
-            return
-        now = datetime.fromtimestamp(self._wall_clock(), UTC)
+    async def _operate(self, service: Service, operation: str, body: Body) -> dict[str, object]:
+        """Run the operation, answering every failure of the data directory or of our own."""
+        assert self._ecr is not None
+        try:
+            return await self._ecr.call(service, operation, body)
+        except EcrError:
+            raise
+        except (OSError, sqlite3.Error) as error:
+            failure = storage_failure(error)
+            self._log.note("storage", f"{operation} failed: {failure.message} ({error!r})")
+            raise failure from error
+        except Exception as error:
+            self._log.note("internal", f"{operation} failed unexpectedly: {error!r}", error=error)
+            raise EcrError(
+                Code.SERVER,
+                "An internal error occurred",
+                status=HTTPStatus.INTERNAL_SERVER_ERROR,
+            ) from error
 
-        def verify() -> str:
-            return verify_request(
-                method=request.method,
-                path=request.rel_url.raw_path,
-                query_string=request.rel_url.raw_query_string,
-                headers=request.headers,
-                body=body.view,
-                credentials=credentials,
-                now=now,
-                max_skew=self.settings.signature_max_skew,
+    def _ecr_scope(self, service: Service | None) -> Scope:
+        return Scope(
+            service=None if service is None else service.name,
+            region=ECR_PUBLIC_REGION if service is ECR_PUBLIC else self.settings.region,
+            signed_headers=ECR_SIGNED_HEADERS,
+        )
+
+    async def _read_body(self, request: web.Request, *, limit: int) -> Body:
+        """The request's body; a stalled or broken one closes the connection unanswered."""
+        try:
+            return await read_body(
+                request,
+                buffers=self._buffers,
+                limit=limit,
+                idle_timeout=self.settings.body_idle_timeout,
+                consume=_consume_with(self._pacer(request)),
             )
+        except BodyUnreadable as error:
+            self._log.note("body", f"closing connections whose request body stops: {error}")
+            _abandon(request)
+        except EcrError as error:
+            if error.code == Code.THROTTLING:
+                self._log.note(
+                    "budget",
+                    "throttling requests: the request bodies held reach "
+                    f"{self.settings.buffered_body_limit} bytes (max_buffered_body_bytes)",
+                )
+            raise
 
-        if body.length >= THREAD_VERIFY_THRESHOLD:
-            await anyio.to_thread.run_sync(verify)
-        else:
-            verify()
+    async def _admit_admin(self, request: web.Request) -> bytes:
+        """The body of an admin request, once its signature (if credentials are set) holds."""
+        authorization = self._auth.check(
+            request,
+            Scope(
+                service=ADMIN_SERVICE,
+                region=self.settings.region,
+                signed_headers=ADMIN_SIGNED_HEADERS,
+            ),
+        )
+        body = await self._read_body(request, limit=self.settings.small_body_limit)
+        try:
+            await self._auth.verify(request, authorization, body)
+            return bytes(body.view)
+        finally:
+            self._buffers.release(body)
 
 
 def _consume_with(pacer: ConnectionBandwidth | None) -> Callable[[int], Awaitable[None]]:
@@ -268,10 +402,17 @@ async def _no_pacing(nbytes: int) -> None:
     """Account for nothing: the connection is already gone."""
 
 
-async def _drop(request: web.BaseRequest) -> None:
-    """Read a first piece of the body, then cut the connection without answering."""
-    await request.content.readany()
+def _abandon(request: web.BaseRequest) -> NoReturn:
+    """Cut the connection without answering."""
     if request.transport is not None:
         request.transport.abort()
     # aiohttp ends the request quietly on an HTTP exception; the client sees a reset.
     raise web.HTTPInternalServerError()
+
+
+async def _drop(request: web.BaseRequest, idle_timeout: float) -> NoReturn:
+    """Read a first piece of the body, then cut the connection without answering."""
+    # The connection is cut whatever happens while reading: a stall or a reset only hastens it.
+    with anyio.move_on_after(idle_timeout), contextlib.suppress(Exception):
+        await request.content.readany()
+    _abandon(request)

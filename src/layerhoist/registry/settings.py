@@ -1,9 +1,15 @@
 """The settings of one embedded registry, fixed for its lifetime (simulation knobs excepted).
 
 Disputed service limits are settings with the stricter value as default where the
-sources disagree (see ``shared/ecr-api-notes.md``). Memory bound of the server:
-about ``max_body_size`` plus one decoded part per request being received at once;
-layers themselves are streamed to disk part by part and never held whole.
+sources disagree (see ``shared/ecr-api-notes.md``). Memory bound of the server::
+
+    request bodies held at once          <= buffered_body_limit
+    + one decoded part per part stored   <= max_part_size each
+    + idle body buffers kept for reuse   <= POOLED_BUFFERS * body_limit (wire.py)
+
+Bodies are allocated as their bytes arrive, never from a declared Content-Length, and a
+request that would take the bodies held past ``buffered_body_limit`` is answered with
+ThrottlingException. Layers themselves are streamed to disk part by part and never held whole.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from layerhoist.registry.simulation import SimulationSettings
-from layerhoist.registry.validation import ACCOUNT_ID_RE
+from layerhoist.registry.validation import ACCOUNT_ID_RE, REGION_RE
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -29,6 +35,29 @@ DEFAULT_PART_SIZE = 10 * MiB
 BODY_OVERHEAD = 64 * KiB
 #: Base64 turns every 3 bytes into 4 characters.
 BASE64_IN, BASE64_OUT = 3, 4
+
+
+#: Bodies of operations other than UploadLayerPart and PutImage are small: a hundred
+#: digests or image ids, or an ECR Public catalogData with its base64 logo (512,000 bytes).
+DEFAULT_MAX_SMALL_BODY_SIZE = 1 * MiB
+#: Request bodies of the largest size that may be held at once by default: as many parts
+#: as the client pushes layers at once by default (16), with room to spare.
+BUFFERED_BODIES = 16
+#: Seconds a connection may take to deliver its request headers, and a body may stall.
+DEFAULT_TIMEOUT = 30.0
+#: Connections served at once: well under the usual descriptor limit of 1024, which the
+#: data files, the catalog and the worker threads share.
+DEFAULT_MAX_CONNECTIONS = 512
+#: ECR request bodies nest three levels at most; a manifest travels as a string.
+DEFAULT_MAX_JSON_DEPTH = 32
+#: Arrays and objects in one body: a batch of a hundred image ids is about a hundred.
+DEFAULT_MAX_JSON_CONTAINERS = 10_000
+#: An upload nobody touched for an hour is abandoned: clients send parts back to back.
+DEFAULT_UPLOAD_IDLE_LIMIT = 3600.0
+#: How often abandoned uploads are looked for (and their files removed).
+DEFAULT_UPLOAD_SWEEP_INTERVAL = 60.0
+#: Shortest time between two log lines about one condition (the rest are counted).
+DEFAULT_LOG_INTERVAL = 60.0
 
 
 def base64_length(nbytes: int) -> int:
@@ -61,17 +90,64 @@ class RegistrySettings:
     max_body_size: int | None = None
     #: The 12-digit registry id reported in responses and ARNs.
     account_id: str = "123456789012"
+    #: The region of the ECR API: signatures of ``ecr`` requests must be scoped to it (ECR
+    #: Public signs in us-east-1 whatever this says), and ARNs name it.
     region: str = "us-east-1"
     #: Seconds in-flight requests get to finish when the registry stops.
     shutdown_timeout: float = 5.0
     #: Largest accepted difference between a signature's date and the server's clock.
     signature_max_skew: float = 300.0
+    #: Largest body of every operation but UploadLayerPart and PutImage (which may send
+    #: ``body_limit``), and of the admin endpoint; never more than ``body_limit``.
+    max_small_body_size: int = DEFAULT_MAX_SMALL_BODY_SIZE
+    #: Request body bytes held by all requests at once; ``None`` derives it as
+    #: ``BUFFERED_BODIES * body_limit``. A request that does not fit is throttled.
+    max_buffered_body_bytes: int | None = None
+    #: Seconds a connection may take to send a request's headers, from its opening or from
+    #: the previous response; an idle keep-alive connection is closed after as long.
+    header_timeout: float = DEFAULT_TIMEOUT
+    #: Seconds a request body may go without a byte arriving before its connection is closed.
+    body_idle_timeout: float = DEFAULT_TIMEOUT
+    #: Connections served at once; further ones are closed as soon as they are accepted.
+    #: Keep it under the process's descriptor limit (``ulimit -n``).
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    #: Deepest nesting of JSON arrays and objects in a request body.
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    #: Most JSON arrays and objects (outside strings) in one request body.
+    max_json_containers: int = DEFAULT_MAX_JSON_CONTAINERS
+    #: Seconds of inactivity after which an upload is discarded and its file removed; the
+    #: simulation's ``upload_expiry``, when set, takes its place.
+    upload_idle_limit: float = DEFAULT_UPLOAD_IDLE_LIMIT
+    #: Seconds between two sweeps for idle uploads.
+    upload_sweep_interval: float = DEFAULT_UPLOAD_SWEEP_INTERVAL
+    #: Shortest time between two log lines about the same condition.
+    log_interval: float = DEFAULT_LOG_INTERVAL
 
     def __post_init__(self) -> None:
         if not 0 < self.min_part_size <= self.part_size <= self.max_part_size:
             raise ValueError("need 0 < min_part_size <= part_size <= max_part_size")
-        if self.max_body_size is not None and self.max_body_size <= 0:
-            raise ValueError("max_body_size must be positive")
+        for name in ("max_body_size", "max_buffered_body_bytes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.buffered_body_limit < self.body_limit:
+            raise ValueError("max_buffered_body_bytes must hold at least one body_limit")
+        for name in ("max_small_body_size", "max_connections"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 0 < self.max_json_depth <= self.max_json_containers:
+            raise ValueError("need 0 < max_json_depth <= max_json_containers")
+        for name in (
+            "header_timeout",
+            "body_idle_timeout",
+            "upload_idle_limit",
+            "upload_sweep_interval",
+            "log_interval",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        if REGION_RE.fullmatch(self.region) is None:
+            raise ValueError(f"not a region name: {self.region!r}")
         if ACCOUNT_ID_RE.fullmatch(self.account_id) is None:
             raise ValueError("account_id must be 12 digits")
         if not 0 <= self.port <= 0xFFFF:
@@ -85,6 +161,18 @@ class RegistrySettings:
         if self.max_body_size is not None:
             return self.max_body_size
         return base64_length(self.max_part_size) + BODY_OVERHEAD
+
+    @property
+    def small_body_limit(self) -> int:
+        """The largest body of the operations that only need a small one, in bytes."""
+        return min(self.max_small_body_size, self.body_limit)
+
+    @property
+    def buffered_body_limit(self) -> int:
+        """The effective most request body bytes held at once."""
+        if self.max_buffered_body_bytes is not None:
+            return self.max_buffered_body_bytes
+        return BUFFERED_BODIES * self.body_limit
 
     def replace(self, **changes: object) -> RegistrySettings:
         """A copy with ``changes`` applied (and validated)."""

@@ -6,11 +6,19 @@ message and HTTP status the AWS JSON services answer with::
 
     no Authorization header            MissingAuthenticationTokenException  403
     malformed header, no X-Amz-Date,
-    host not signed                    IncompleteSignatureException         400
+    host or a required header
+    not signed                         IncompleteSignatureException         400
     wrong terminator or scope date,
-    clock skew beyond max_skew         InvalidSignatureException            400
+    clock skew beyond max_skew,
+    scope of another region or
+    another service                    InvalidSignatureException            400
     unknown access key id              UnrecognizedClientException          400
     signature mismatch                 InvalidSignatureException            400
+
+Everything but the last line is decided from the headers alone: :func:`check_authorization`
+runs before a byte of the body is read, so a request nobody could have signed costs the
+server no memory; :func:`verify_signature` then checks the signature over the body received.
+:func:`verify_request` does both.
 
 The canonical request follows the SigV4 specification for services other than S3: the path
 with dot segments and repeated slashes removed, then URI-encoded (a second time, as every SDK
@@ -21,16 +29,23 @@ whitespace runs collapsed; and the sha256 of the body actually received (never a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote
 
-__all__ = ["SignatureError", "verify_request"]
+__all__ = [
+    "Authorization",
+    "SignatureError",
+    "check_authorization",
+    "verify_request",
+    "verify_signature",
+]
 
 _ALGORITHM = "AWS4-HMAC-SHA256"
 _TERMINATOR = "aws4_request"
@@ -77,6 +92,10 @@ class SignatureError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
+    def body(self) -> dict[str, object]:
+        """The JSON document of the service's error response."""
+        return {"__type": self.code, "message": self.message}
+
 
 def _incomplete(message: str) -> SignatureError:
     return SignatureError("IncompleteSignatureException", message, _BAD_REQUEST)
@@ -87,20 +106,33 @@ def _invalid(message: str) -> SignatureError:
 
 
 @dataclass(frozen=True)
-class _Authorization:
+class Authorization:
+    """An ``Authorization`` header that passed every check short of the signature itself."""
+
     access_key: str
     scope_date: str
     region: str
     service: str
     signed_headers: tuple[str, ...]
     signature: str
+    #: The request's ``X-Amz-Date``.
+    amz_date: str = ""
+    #: The secret of ``access_key`` (known once the key is).
+    secret: str = dataclasses.field(default="", repr=False)
 
     @property
     def scope(self) -> str:
+        """The credential scope, ``date/region/service/aws4_request``."""
         return "/".join((self.scope_date, self.region, self.service, _TERMINATOR))
 
 
-def _parse_authorization(header: str, *, has_date: bool) -> _Authorization:
+def _header_display_name(name: str) -> str:
+    return "-".join(part.capitalize() for part in name.split("-"))
+
+
+def _parse_authorization(
+    header: str, *, has_date: bool, required_signed_headers: Collection[str]
+) -> Authorization:
     algorithm, _, rest = header.strip().partition(" ")
     parameters: dict[str, str] = {}
     if algorithm == _ALGORITHM:
@@ -146,7 +178,12 @@ def _parse_authorization(header: str, *, has_date: bool) -> _Authorization:
         raise _incomplete(
             "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
         )
-    return _Authorization(
+    for name in required_signed_headers:
+        if name not in signed_headers:
+            raise _incomplete(
+                f"'{_header_display_name(name)}' must be a 'SignedHeader' in the AWS Authorization."
+            )
+    return Authorization(
         access_key=access_key,
         scope_date=scope_date,
         region=region,
@@ -261,25 +298,24 @@ def _signing_key(secret: str, scope_date: str, region: str, service: str) -> byt
     return _hmac(key, _TERMINATOR)
 
 
-def verify_request(
+def check_authorization(
     *,
-    method: str,
-    path: str,
-    query_string: str,
     headers: Mapping[str, str],
-    body: bytes | memoryview,
     credentials: Mapping[str, str],
     now: datetime,
     max_skew: float = 300.0,
-) -> str:
-    """Verify the SigV4 ``Authorization`` of a request and return its access key id.
+    service: str | None = None,
+    region: str | None = None,
+    required_signed_headers: Collection[str] = (),
+) -> Authorization:
+    """Check everything about a request's SigV4 ``Authorization`` that needs no body.
 
-    ``path`` is the path exactly as sent on the request line (still percent-encoded, without
-    the query), ``query_string`` the raw query (aiohttp: ``request.rel_url.raw_path`` and
-    ``request.rel_url.raw_query_string``); header names are matched case-insensitively.
-    ``credentials`` maps access key ids to secret keys. ``now`` is the server's time (a naive
-    value is taken as UTC); the request's ``X-Amz-Date`` may differ from it by ``max_skew``
-    seconds. Raises :class:`SignatureError` with the service's code, message and status.
+    The header must be well formed, its date within ``max_skew`` seconds of ``now`` (a naive
+    value is taken as UTC), its scope the given ``service`` and ``region`` (``None`` accepts
+    any) and its access key one of ``credentials`` (access key id -> secret); ``host`` and
+    every name in ``required_signed_headers`` (lower case) must be signed. Returns the parsed
+    header, secret included, for :func:`verify_signature`; raises :class:`SignatureError` with
+    the service's code, message and status.
     """
     lowered = _lowercase_headers(headers)
     header = lowered.get("authorization", "")
@@ -287,7 +323,11 @@ def verify_request(
         raise SignatureError(
             "MissingAuthenticationTokenException", "Missing Authentication Token", _FORBIDDEN
         )
-    authorization = _parse_authorization(header, has_date="x-amz-date" in lowered)
+    authorization = _parse_authorization(
+        header,
+        has_date="x-amz-date" in lowered,
+        required_signed_headers=required_signed_headers,
+    )
     amz_date = lowered["x-amz-date"]
     request_time = _parse_amz_date(amz_date)
     if authorization.scope_date != amz_date[:_SCOPE_DATE_LENGTH]:
@@ -299,6 +339,12 @@ def verify_request(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     _check_skew(request_time, amz_date, now=now, max_skew=max_skew)
+    if region is not None and authorization.region != region:
+        raise _invalid(
+            f"Credential should be scoped to a valid region, not '{authorization.region}'."
+        )
+    if service is not None and authorization.service != service:
+        raise _invalid(f"Credential should be scoped to correct service: '{service}'.")
 
     secret = credentials.get(authorization.access_key)
     if secret is None:
@@ -307,21 +353,86 @@ def verify_request(
             "The security token included in the request is invalid.",
             _BAD_REQUEST,
         )
+    return dataclasses.replace(authorization, amz_date=amz_date, secret=secret)
+
+
+def verify_signature(
+    authorization: Authorization,
+    *,
+    method: str,
+    path: str,
+    query_string: str,
+    headers: Mapping[str, str],
+    body: bytes | memoryview,
+) -> str:
+    """Verify the signature of a request :func:`check_authorization` passed; its access key id.
+
+    ``path`` is the path exactly as sent on the request line (still percent-encoded, without
+    the query), ``query_string`` the raw query (aiohttp: ``request.rel_url.raw_path`` and
+    ``request.rel_url.raw_query_string``). Raises :class:`SignatureError` on a mismatch.
+    """
     canonical = _canonical_request(
         method=method,
         path=path,
         query_string=query_string,
-        headers=lowered,
+        headers=_lowercase_headers(headers),
         signed_headers=authorization.signed_headers,
         body=body,
     )
     string_to_sign = "\n".join(
-        (_ALGORITHM, amz_date, authorization.scope, hashlib.sha256(canonical.encode()).hexdigest())
+        (
+            _ALGORITHM,
+            authorization.amz_date,
+            authorization.scope,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        )
     )
     key = _signing_key(
-        secret, authorization.scope_date, authorization.region, authorization.service
+        authorization.secret,
+        authorization.scope_date,
+        authorization.region,
+        authorization.service,
     )
     expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), authorization.signature.encode()):
         raise _invalid(_MISMATCH_MESSAGE)
     return authorization.access_key
+
+
+def verify_request(
+    *,
+    method: str,
+    path: str,
+    query_string: str,
+    headers: Mapping[str, str],
+    body: bytes | memoryview,
+    credentials: Mapping[str, str],
+    now: datetime,
+    max_skew: float = 300.0,
+    service: str | None = None,
+    region: str | None = None,
+    required_signed_headers: Collection[str] = (),
+) -> str:
+    """Verify the SigV4 ``Authorization`` of a request and return its access key id.
+
+    :func:`check_authorization` then :func:`verify_signature`, with their parameters. Header
+    names are matched case-insensitively. Raises :class:`SignatureError` with the service's
+    code, message and status.
+    """
+    authorization = check_authorization(
+        headers=headers,
+        credentials=credentials,
+        now=now,
+        max_skew=max_skew,
+        service=service,
+        region=region,
+        required_signed_headers=required_signed_headers,
+    )
+    return verify_signature(
+        authorization,
+        method=method,
+        path=path,
+        query_string=query_string,
+        headers=headers,
+        body=body,
+    )

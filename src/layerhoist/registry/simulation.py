@@ -80,6 +80,23 @@ QUOTA_PROFILES: Mapping[str, Mapping[str, float]] = MappingProxyType(
     }
 )
 
+#: Bounds of the knobs, so that no setting can make the registry sleep for ever or hold
+#: state without end. Latency above a minute tests a client's patience, not its code.
+MAX_LATENCY_MS = 60_000.0
+#: A slow link is a fair simulation, a rate of next to nothing (1e-300) a connection stalled
+#: for ever; the fastest rate is a sanity cap only.
+MIN_BANDWIDTH = 10.0
+MAX_BANDWIDTH = 1e12
+#: One request every 100 s up to a million per second, for at most this many operations
+#: (both APIs together have fewer).
+MIN_QUOTA = 0.01
+MAX_QUOTA = 1e6
+MAX_QUOTAS = 64
+#: An upload id lives a week at most, idle.
+MAX_UPLOAD_EXPIRY = 7 * 24 * 3600.0
+#: Seeds are unsigned 64-bit numbers.
+MAX_SEED = 2**64 - 1
+
 _DECIMAL_PREFIXES = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
 _BINARY_PREFIXES = {"ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 #: The units that count bits; every other unit the pattern accepts counts bytes.
@@ -134,14 +151,14 @@ def _finite(name: str, value: object) -> float:
     return float(value)
 
 
-def _check_at_least(name: str, value: object, minimum: float) -> None:
-    if _finite(name, value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum:g}, not {value!r}")
-
-
 def _check_positive(name: str, value: object) -> None:
     if _finite(name, value) <= 0:
         raise ValueError(f"{name} must be > 0, not {value!r}")
+
+
+def _check_within(name: str, value: object, low: float, high: float) -> None:
+    if not low <= _finite(name, value) <= high:
+        raise ValueError(f"{name} must be within [{low:g}, {high:g}], not {value!r}")
 
 
 def _check_probability(name: str, value: object) -> None:
@@ -175,29 +192,34 @@ class SimulationSettings:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        _check_at_least("latency_ms", self.latency_ms, 0.0)
+        _check_within("latency_ms", self.latency_ms, 0.0, MAX_LATENCY_MS)
         if self.bandwidth is not None:
-            _check_positive("bandwidth", self.bandwidth)
+            _check_within("bandwidth", self.bandwidth, MIN_BANDWIDTH, MAX_BANDWIDTH)
         # ValueError, not TypeError, for wrong types too: update() maps JSON values here and
         # promises one exception type for every bad value.
         if not isinstance(self.quotas, Mapping):
             raise ValueError(  # noqa: TRY004
                 f"quotas must be a mapping of operation to rate, not {self.quotas!r}"
             )
+        if len(self.quotas) > MAX_QUOTAS:
+            raise ValueError(f"quotas may name at most {MAX_QUOTAS} operations")
         for operation, rate in self.quotas.items():
             if not isinstance(operation, str) or not operation:
                 raise ValueError(f"quota operation names must be non-empty strings: {operation!r}")
-            _check_positive(f"quota of {operation}", rate)
+            _check_within(f"quota of {operation}", rate, MIN_QUOTA, MAX_QUOTA)
         for name in ("fault_rate", "drop_rate", "corrupt_rate"):
             _check_probability(name, getattr(self, name))
         if self.fault_rate + self.drop_rate > 1.0:
             raise ValueError("fault_rate + drop_rate must not exceed 1")
         if self.upload_expiry is not None:
             _check_positive("upload_expiry", self.upload_expiry)
+            _check_within("upload_expiry", self.upload_expiry, 0.0, MAX_UPLOAD_EXPIRY)
         if self.seed is not None and (
-            not isinstance(self.seed, int) or isinstance(self.seed, bool)
+            not isinstance(self.seed, int)
+            or isinstance(self.seed, bool)
+            or not 0 <= self.seed <= MAX_SEED
         ):
-            raise ValueError(f"seed must be an integer, not {self.seed!r}")
+            raise ValueError(f"seed must be an integer within [0, {MAX_SEED}], not {self.seed!r}")
         # A private copy: a caller mutating its mapping later must not change frozen settings.
         object.__setattr__(self, "quotas", {op: float(rate) for op, rate in self.quotas.items()})
 

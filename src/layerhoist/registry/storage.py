@@ -21,6 +21,12 @@ Where direct I/O is refused (tmpfs, other systems), plain appends are used inste
 
 Every path is built from a validated sha256 hex digest or from a UUID the store
 generated itself, so nothing is ever written outside the data directory.
+
+A write that fails (a full disk) leaves the upload as it was: parts are written at the
+offset the upload expects and hashed only once written, so the same part sent again once
+space returns lands in the same place; completion forgets the upload only after its last
+bytes are on disk. Uploads are kept in the order they were last touched, so the idle ones
+are found from the front without looking at the others.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import os
 import queue
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +57,10 @@ DIRECT_CHUNK = 1024 * 1024
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _PROBE_FILE = ".direct-io-probe"
 _FILE_MODE = 0o644
+
+#: ``os.pwrite``'s shape: the seam through which every byte reaches the disk (tests put a
+#: full disk here).
+Writer = Callable[[int, bytes | memoryview, int], int]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -77,10 +88,28 @@ class Upload:
         return f"{DIGEST_ALGORITHM}:{self.hasher.hexdigest()}"
 
 
+def _write_all(write: Writer, fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = write(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _write_at(write: Writer, path: Path, data: bytes, offset: int) -> None:
+    """Write ``data`` at ``offset`` of ``path`` (created if missing), without O_DIRECT."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, _FILE_MODE)
+    try:
+        _write_all(write, fd, data, offset)
+    finally:
+        os.close(fd)
+
+
 class _DirectWriter:
     """Writes through page-aligned buffers with ``O_DIRECT`` (called from worker threads)."""
 
-    def __init__(self) -> None:
+    def __init__(self, write: Writer) -> None:
+        self._write_fd = write
         # Buffers are reused: a fresh one would cost page faults on every part.
         self._buffers: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
 
@@ -97,9 +126,9 @@ class _DirectWriter:
             path.unlink(missing_ok=True)
         return True
 
-    def append(self, upload: Upload, data: bytes) -> None:
-        """Append ``data`` after the upload's bytes; the unaligned end stays in ``tail``."""
-        upload.tail = self._write(
+    def append(self, upload: Upload, data: bytes) -> bytes:
+        """Write ``data`` after the upload's bytes; returns the unaligned end for ``tail``."""
+        return self._write(
             upload.path, offset=upload.size - len(upload.tail), tail=upload.tail, data=data
         )
 
@@ -122,7 +151,7 @@ class _DirectWriter:
                 step = size - filled
                 buffer[filled:size] = source[taken : taken + step]
                 taken += step
-                os.pwrite(fd, memoryview(buffer)[:size], offset + written)
+                _write_all(self._write_fd, fd, memoryview(buffer)[:size], offset + written)
                 written += size
                 filled = 0
         finally:
@@ -131,23 +160,23 @@ class _DirectWriter:
         return bytes(source[taken:])
 
 
-def _append_buffered(upload: Upload, data: bytes) -> None:
-    with upload.path.open("ab") as file:
-        file.write(data)
-
-
 class BlobStore:
-    """Blob files and uploads in progress under one data directory."""
+    """Blob files and uploads in progress under one data directory.
 
-    def __init__(self, data_dir: Path) -> None:
+    ``write`` (``os.pwrite`` by default) writes every byte of every upload.
+    """
+
+    def __init__(self, data_dir: Path, *, write: Writer = os.pwrite) -> None:
         self._blobs = data_dir / BLOBS_DIR / DIGEST_ALGORITHM
         self._uploads_dir = data_dir / UPLOADS_DIR
         self._blobs.mkdir(parents=True, exist_ok=True)
         # Uploads of an earlier run cannot be resumed (their hash state is gone).
         shutil.rmtree(self._uploads_dir, ignore_errors=True)
         self._uploads_dir.mkdir(parents=True)
+        self._write = write
+        #: Uploads in progress, least recently touched first.
         self._uploads: dict[str, Upload] = {}
-        self._direct = _DirectWriter()
+        self._direct = _DirectWriter(write)
         self.direct_io = self._direct.probe(self._uploads_dir)
 
     def blob_path(self, digest: str) -> Path:
@@ -180,8 +209,29 @@ class BlobStore:
         return self._uploads.get(upload_id)
 
     def uploads(self) -> list[Upload]:
-        """Every upload in progress."""
+        """Every upload in progress, least recently touched first."""
         return list(self._uploads.values())
+
+    def upload_count(self) -> int:
+        """How many uploads are in progress."""
+        return len(self._uploads)
+
+    def touch(self, upload: Upload, *, now: float) -> None:
+        """Record activity on ``upload`` at clock reading ``now``."""
+        upload.last_activity = now
+        if self._uploads.get(upload.upload_id) is upload:
+            # dicts keep insertion order: re-inserting moves the upload to the back.
+            del self._uploads[upload.upload_id]
+            self._uploads[upload.upload_id] = upload
+
+    def idle_uploads(self, *, before: float) -> list[Upload]:
+        """The uploads last touched before clock reading ``before`` (only those are visited)."""
+        idle = []
+        for upload in self._uploads.values():
+            if upload.last_activity >= before:
+                break
+            idle.append(upload)
+        return idle
 
     def discard_upload(self, upload: Upload) -> None:
         """Forget an upload and delete its bytes."""
@@ -196,23 +246,26 @@ class BlobStore:
 
     def _append(self, upload: Upload, data: bytes) -> None:
         # Runs in a worker thread: hashlib and file writes release the GIL on large
-        # buffers, so other uploads keep being served meanwhile.
-        upload.hasher.update(data)
+        # buffers, so other uploads keep being served meanwhile. The upload changes only
+        # once the bytes are written: a failed write leaves it ready for the same part.
         if self.direct_io:
-            self._direct.append(upload, data)
+            upload.tail = self._direct.append(upload, data)
         else:
-            _append_buffered(upload, data)
+            _write_at(self._write, upload.path, data, upload.size)
+        upload.hasher.update(data)
 
     def commit(self, upload: Upload) -> int:
         """Move a complete upload into place as the blob of its digest; returns its size.
 
         When the blob is already stored (pushed into another repository) the upload's
-        bytes, identical by digest, are simply dropped.
+        bytes, identical by digest, are simply dropped. If the last write fails the upload
+        stays as it was, and completing it again may succeed.
         """
-        self._uploads.pop(upload.upload_id, None)
         if upload.tail:
-            _append_buffered(upload, upload.tail)
-            upload.tail = b""
+            _write_at(self._write, upload.path, upload.tail, upload.size - len(upload.tail))
+        # A write that failed before may have left bytes past the end.
+        os.truncate(upload.path, upload.size)
+        upload.tail = b""
         target = self.blob_path(upload.digest)
         if target.exists():
             upload.path.unlink(missing_ok=True)
@@ -220,4 +273,5 @@ class BlobStore:
             # No fsync: a process stop keeps the page cache; only a machine crash could
             # lose a blob, and this registry is a test double, not a durable store.
             upload.path.replace(target)
+        self._uploads.pop(upload.upload_id, None)
         return upload.size

@@ -26,6 +26,8 @@ UPLOAD_ID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 ACCOUNT_ID_RE = re.compile(r"[0-9]{12}")
+#: An AWS region name (``us-east-1``, ``eu-west-3``…): lower-case words joined by hyphens.
+REGION_RE = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+){1,4}")
 
 
 def invalid(field: str, problem: str) -> EcrError:
