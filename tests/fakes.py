@@ -9,7 +9,9 @@ in order, and can be told to fail or hold any of them.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -366,3 +368,15 @@ class FakeUpload:
         """Keep the received bytes as blob ``digest``."""
         await self._destination.answer(Call("commit", digest, self.number))
         self._destination.blobs[digest] = bytes(self.received)
+
+
+class FullDisk:
+    """A write function that fails with ENOSPC while ``full`` is set."""
+
+    def __init__(self) -> None:
+        self.full = False
+
+    def __call__(self, fd: int, data: bytes | memoryview, offset: int) -> int:
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.pwrite(fd, data, offset)

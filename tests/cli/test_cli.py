@@ -12,6 +12,7 @@ import anyio
 import pytest
 from anyio.abc import Process
 
+from commands import FAILED, INTERRUPTED, OK, USAGE, layerhoist, one_line_error, push_cli
 from layerhoist.registry import EmbeddedRegistry, SimulationSettings
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.units import MiB
@@ -19,30 +20,6 @@ from layerhoist.units import MiB
 pytestmark = pytest.mark.anyio
 
 SMALL_LAYER = 64 * 1024
-#: Exit codes the CLI promises.
-OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
-
-
-async def layerhoist(env: dict[str, str], *args: str) -> Any:
-    """Run ``python -m layerhoist ARGS`` without blocking the loop the registry serves on."""
-    return await anyio.run_process(
-        [sys.executable, "-m", "layerhoist", *args], check=False, env=env
-    )
-
-
-async def push_cli(
-    env: dict[str, str], source: str, destination: str, endpoint: str, *extra: str
-) -> Any:
-    """``layerhoist push SOURCE DESTINATION --endpoint-url ENDPOINT EXTRA...``."""
-    return await layerhoist(env, "push", source, destination, "--endpoint-url", endpoint, *extra)
-
-
-def one_line_error(completed: Any) -> str:
-    stderr: str = completed.stderr.decode()
-    assert "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("layerhoist: error:")]
-    assert len(errors) >= 1, stderr
-    return errors[0]
 
 
 @pytest.fixture

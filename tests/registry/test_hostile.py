@@ -7,7 +7,6 @@ and most end by checking that a normal push still works.
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import logging
 import os
@@ -32,7 +31,7 @@ from botocore.exceptions import ClientError
 from yarl import URL
 
 from conftest import EcrSequences, sha256_digest
-from fakes import FakeTime
+from fakes import FakeTime, FullDisk
 from layerhoist.registry import EmbeddedRegistry, RegistrySettings
 from layerhoist.registry.auth import ADMIN_SERVICE
 from layerhoist.registry.connections import ConditionLog
@@ -527,18 +526,6 @@ async def test_a_signature_not_covering_the_target_cannot_be_replayed(
 
 
 # --- 6. a full disk --------------------------------------------------------------------------
-
-
-class FullDisk:
-    """A write function that fails with ENOSPC while ``full`` is set."""
-
-    def __init__(self) -> None:
-        self.full = False
-
-    def __call__(self, fd: int, data: bytes | memoryview, offset: int) -> int:
-        if self.full:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return os.pwrite(fd, data, offset)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import botocore.exceptions
 from layerhoist.errors import CredentialsError, RepositoryNotFoundError, UsageError
 from layerhoist.transfer.verdicts import (
     NETWORK_RULE,
+    Action,
     Classifier,
     Rule,
     Verdict,
@@ -36,6 +37,12 @@ _THROTTLED = retry_rule(
     "ask AWS to raise the request-rate quota",
 )
 _TRANSIENT = retry_rule()
+#: A service error whose message says the registry's storage is full (the embedded registry
+#: says so; space may come back, so it is retried, and the hint names the cause).
+_OUT_OF_SPACE = retry_rule(
+    hint="the destination is out of space: free space on its storage, then run the push again"
+)
+_OUT_OF_SPACE_WORDS = "out of space"
 _CREDENTIALS_HINT = "configure AWS credentials (environment, --profile, SSO or instance role)"
 
 _DENIED_HINT = "the credentials in use are not allowed to call {operation}: check their IAM policy"
@@ -219,6 +226,8 @@ def _service_error(
     headers: Mapping[str, Any] = metadata.get("HTTPHeaders") or {}
     retry_after = parse_retry_after(headers, wall_clock=wall_clock)
     rule = SERVICE_ERRORS.get(code) or _status_rule(status)
+    if rule.action is Action.RETRY_PART and _OUT_OF_SPACE_WORDS in message.lower():
+        rule = _OUT_OF_SPACE
     return rule.verdict(
         code=code or (str(status) if status is not None else "ClientError"),
         message=message,
