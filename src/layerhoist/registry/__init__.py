@@ -1,8 +1,8 @@
 """A local, disk-backed registry speaking the ECR and ECR Public layer-upload APIs.
 
-It imports nothing from the rest of layerhoist: the client is tested against it as
-against a foreign service. ``async with EmbeddedRegistry(RegistrySettings(data_dir=...))
-as registry`` serves on ``registry.endpoint_url``; ``python -m layerhoist.registry``
+It imports nothing of the client, only the leaf modules every command shares (sizes and
+exit codes): the client is tested against it as against a foreign service.
+``async with EmbeddedRegistry(RegistrySettings(data_dir=...)) as registry`` serves on ``registry.endpoint_url``; ``python -m layerhoist.registry``
 runs it as a process.
 """
 

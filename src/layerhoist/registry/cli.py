@@ -7,7 +7,6 @@ registry accepts requests, then serves until SIGINT or SIGTERM and exits 0.
 from __future__ import annotations
 
 import argparse
-import re
 import signal
 import sys
 import tempfile
@@ -16,32 +15,14 @@ from pathlib import Path
 
 import anyio
 
+from layerhoist.exits import EXIT_FAILED, EXIT_OK
 from layerhoist.registry.server import EmbeddedRegistry
 from layerhoist.registry.settings import RegistrySettings
 from layerhoist.registry.simulation import QUOTA_PROFILES, SimulationSettings, parse_rate
+from layerhoist.units import parse_size
 
-_SIZE_RE = re.compile(r"\s*(\d+)\s*([kKmMgG]i?)?[bB]?\s*")
-_SIZE_UNITS = {
-    "": 1,
-    "k": 10**3,
-    "m": 10**6,
-    "g": 10**9,
-    "ki": 2**10,
-    "mi": 2**20,
-    "gi": 2**30,
-}
-EXIT_OK = 0
-EXIT_FAILURE = 1
 #: The settings' own defaults, shown as the flags' defaults.
 DEFAULTS = RegistrySettings(data_dir=Path())
-
-
-def parse_size(text: str) -> int:
-    """Parse a byte size such as ``10MiB``, ``5MB`` or ``1048576``; ``ValueError`` on junk."""
-    match = _SIZE_RE.fullmatch(text)
-    if match is None:
-        raise ValueError(f"not a size: {text!r} (try 10MiB or 5242880)")
-    return int(match[1]) * _SIZE_UNITS[(match[2] or "").lower()]
 
 
 def _credentials(pairs: list[str] | None) -> Mapping[str, str] | None:
@@ -175,12 +156,12 @@ def _run_in(args: argparse.Namespace, data_dir: Path) -> int:
         settings = settings_from_args(args, data_dir)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_FAILED
     try:
         anyio.run(serve, settings, backend="asyncio")
     except OSError as error:
         print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
-        return EXIT_FAILURE
+        return EXIT_FAILED
     return EXIT_OK
 
 
