@@ -2,8 +2,8 @@
 
 It imports nothing of the client, only the leaf modules every command shares (sizes and
 exit codes): the client is tested against it as against a foreign service.
-``async with EmbeddedRegistry(RegistrySettings(data_dir=...)) as registry`` serves on ``registry.endpoint_url``; ``python -m layerhoist.registry``
-runs it as a process.
+``async with EmbeddedRegistry(RegistrySettings(data_dir=...)) as registry`` serves on
+``registry.endpoint_url``; ``python -m layerhoist.registry`` runs it as a process.
 """
 
 from __future__ import annotations
