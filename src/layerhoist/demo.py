@@ -25,8 +25,9 @@ from layerhoist.errors import LayerhoistError
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.pipeline import ProgressSink
-from layerhoist.transfer.progress import PlainProgress, TerminalProgress
+from layerhoist.transfer.progress import PlainProgress
 from layerhoist.transfer.report import PushResult
+from layerhoist.transfer.terminal import TerminalProgress
 from layerhoist.units import MiB
 
 IMAGES = 4

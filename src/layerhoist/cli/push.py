@@ -10,6 +10,7 @@ import argparse
 import gc
 import json
 import sys
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, get_args
 
 from layerhoist.cli import argtypes
@@ -20,8 +21,6 @@ from layerhoist.transfer.config import Pacing, PushConfig
 from layerhoist.units import format_bytes
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from layerhoist.transfer.pipeline import ProgressSink
     from layerhoist.transfer.report import PushResult
 
@@ -83,21 +82,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
-def _progress(args: argparse.Namespace, console: Console) -> ProgressSink | None:
-    from layerhoist.transfer.progress import PlainProgress, TerminalProgress
-
+def _progress(args: argparse.Namespace) -> ProgressSink | None:
     if args.quiet:
         return None
-    if console.is_terminal:
-        return TerminalProgress(console)
+    if sys.stderr.isatty():
+        # rich is loaded only for a person watching: CI logs get plain lines.
+        from rich.console import Console
+
+        from layerhoist.transfer.terminal import TerminalProgress
+
+        return TerminalProgress(Console(stderr=True, soft_wrap=True))
+    from layerhoist.transfer.progress import PlainProgress
+
     return PlainProgress(sys.stderr)
 
 
 async def _run_push(args: argparse.Namespace, config: PushConfig) -> PushResult:
-    from rich.console import Console
-
     from layerhoist.api import push
-    from layerhoist.transfer.progress import TerminalProgress
 
     options = DestinationOptions(
         endpoint_url=args.endpoint_url,
@@ -106,9 +107,8 @@ async def _run_push(args: argparse.Namespace, config: PushConfig) -> PushResult:
         registry_id=args.registry_id,
         create_repository=args.create_repo,
     )
-    console = Console(stderr=True, soft_wrap=True)
-    progress = _progress(args, console)
-    if isinstance(progress, TerminalProgress):
+    progress = _progress(args)
+    if isinstance(progress, AbstractContextManager):
         with progress:
             return await push(
                 args.source, args.destination, config=config, options=options, progress=progress
