@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import anyio
 import pytest
 
@@ -19,6 +20,7 @@ from commands import FAILED, OK, one_line_error, push_cli
 from conftest import free_port
 from fakes import FullDisk
 from layerhoist.registry import EmbeddedRegistry, RegistrySettings
+from layerhoist.registry.admin import STATS_PATH
 from layerhoist.registry.launcher import RegistryProcess
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.units import MiB
@@ -27,6 +29,8 @@ pytestmark = pytest.mark.anyio
 
 #: Long enough that the client fails fast without --retry-for (it did in about 7 s).
 OUTAGE_SECONDS = 10.0
+#: How often the registry's counters are read while waiting for the push to start.
+POLL_SECONDS = 0.05
 #: Bounds a test that would otherwise hang on a regression.
 GUARD_SECONDS = 120.0
 
@@ -84,10 +88,10 @@ async def test_a_blob_that_is_a_fifo_is_one_line_naming_it(
 @pytest.mark.slow
 async def test_a_push_rides_out_a_registry_outage(tmp_path: Path, aws_env: dict[str, str]) -> None:
     layout = tmp_path / "layout"
-    tags = write_oci_layout(layout, images=4, layers_per_image=2, layer_size=2 * MiB, seed=6)
+    tags = write_oci_layout(layout, images=4, layers_per_image=2, layer_size=4 * MiB, seed=6)
     port = free_port()
-    # Slow enough that the push is still sending when the registry goes away.
-    registry_args = ["--port", str(port), "--bandwidth", "2MB/s"]
+    # Slow enough that every layer is still being sent when the registry goes away.
+    registry_args = ["--port", str(port), "--bandwidth", "1MB/s"]
     data_dir = tmp_path / "registry"
     endpoint = f"http://127.0.0.1:{port}"
     with anyio.fail_after(GUARD_SECONDS):
@@ -95,7 +99,7 @@ async def test_a_push_rides_out_a_registry_outage(tmp_path: Path, aws_env: dict[
             args = [sys.executable, "-m", "layerhoist", "push", f"oci:{layout}", "ecr-public:ride"]
             args += ["--endpoint-url", endpoint, "--create-repo", "--json", "--quiet"]
             async with await anyio.open_process(args, env=aws_env) as push:
-                await anyio.sleep(1.5)
+                await _uploads_started(endpoint)
                 assert push.returncode is None, "the push ended before the outage"
                 os.kill(first.pid, signal.SIGKILL)
                 await anyio.sleep(OUTAGE_SECONDS)
@@ -109,3 +113,14 @@ async def test_a_push_rides_out_a_registry_outage(tmp_path: Path, aws_env: dict[
     assert report["retries"]["total"] > 0
     # Some request kept failing for most of the outage before it got through.
     assert report["retries"]["longest_seconds"] >= OUTAGE_SECONDS / 2
+
+
+async def _uploads_started(endpoint: str) -> None:
+    """Return once the registry has been asked to start a layer upload."""
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(endpoint + STATS_PATH) as response:
+                stats = await response.json()
+            if stats["requests"].get("InitiateLayerUpload", 0) > 0:
+                return
+            await anyio.sleep(POLL_SECONDS)
