@@ -109,12 +109,41 @@ def test_parse_destination_forms(text: str, expected: DestinationRef) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("oci:out", DestinationRef("oci", "", None, path=Path("out"))),
+        (
+            "oci:/tmp/a b/layout:v1.2",
+            DestinationRef("oci", "", "v1.2", path=Path("/tmp/a b/layout")),
+        ),
+        ("oci:dir@x:v1", DestinationRef("oci", "", "v1", path=Path("dir@x"))),
+        (
+            "docker://localhost:5000/team/app:v1",
+            DestinationRef("docker", "team/app", "v1", host="localhost:5000"),
+        ),
+        ("docker://ghcr.io/org/app", DestinationRef("docker", "org/app", None, host="ghcr.io")),
+    ],
+)
+def test_parse_layout_and_registry_destinations(text: str, expected: DestinationRef) -> None:
+    assert parse_destination(text) == expected
+
+
+def test_service_is_for_ecr_destinations_only() -> None:
+    assert parse_destination("public.ecr.aws/abc/app").service == "ecr-public"
+    with pytest.raises(ValueError, match="not an ECR"):
+        _ = parse_destination("oci:dir").service
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "ecr-public:team/app:v1",
         "ecr:app",
         "public.ecr.aws/alias/app:v1",
         "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app:v1",
+        "oci:/tmp/layout",
+        "oci:layout:v1",
+        "docker://localhost:5000/team/app:v1",
     ],
 )
 def test_destination_str_round_trips(text: str) -> None:
@@ -154,7 +183,17 @@ def test_repository_length_limits() -> None:
         ("localhost:5000/app", "host 'localhost:5000'"),
         ("localhost/app", "host 'localhost'"),
         ("12345.dkr.ecr.eu-west-1.amazonaws.com/app", "is not an ECR registry"),
-        ("docker://public.ecr.aws/alias/app", "unsupported destination"),
+        ("https://public.ecr.aws/alias/app", "unsupported destination"),
+        ("oci:", "empty path"),
+        ("oci::v1", "empty path"),
+        ("oci:dir:.v1", "invalid tag '.v1'"),
+        ("oci:dir:a:b", "invalid tag 'a:b'"),
+        ("docker://alpine", "names no registry host"),
+        ("docker:///app", "names no registry host"),
+        ("docker://host/App", "invalid repository 'App'"),
+        ("docker://host/", "invalid repository ''"),
+        ("docker://host/app:", "invalid tag ''"),
+        ("docker://host/app@sha256:" + "c" * 64, "names a digest"),
         ("app:v1", "unrecognised destination"),
         ("team/app", "unrecognised destination"),
     ],

@@ -1,10 +1,10 @@
-"""layerhoist: push container image layers into ECR / ECR Public as fast as the wire allows.
+"""layerhoist: copy container images into ECR, ECR Public or an OCI layout, streamed and verified.
 
 The library in a nutshell::
 
     import layerhoist
 
-    result = await layerhoist.push(
+    result = await layerhoist.copy(
         "oci:./layout",
         "public.ecr.aws/alias/app",
         config=layerhoist.PushConfig(blob_concurrency=16),
@@ -12,9 +12,10 @@ The library in a nutshell::
     )
     print(result.summary())
 
-:func:`push_sync` is the same for scripts without an event loop. Errors that stop a run
-are :class:`LayerhoistError` subclasses (see :mod:`layerhoist.errors`); images that fail
-are reported in the :class:`PushResult`.
+:func:`copy_sync` is the same for scripts without an event loop; :func:`push` and
+:func:`push_sync` are their former names. Errors that stop a run are :class:`LayerhoistError`
+subclasses (see :mod:`layerhoist.errors`); images that fail are reported in the
+:class:`PushResult`.
 
 The names are imported on first use, so ``import layerhoist.cli`` (the command) does not pay
 for the whole push machinery before it has parsed its arguments.
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 from layerhoist.version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from layerhoist.api import copy as copy
+    from layerhoist.api import copy_sync as copy_sync
     from layerhoist.api import push as push
     from layerhoist.api import push_sync as push_sync
     from layerhoist.destinations import DestinationOptions as DestinationOptions
@@ -59,6 +62,8 @@ _EXPORTS = MappingProxyType(
         "RepositoryNotFoundError": "layerhoist.errors",
         "SourceError": "layerhoist.errors",
         "UsageError": "layerhoist.errors",
+        "copy": "layerhoist.api",
+        "copy_sync": "layerhoist.api",
         "push": "layerhoist.api",
         "push_sync": "layerhoist.api",
     }
@@ -77,6 +82,8 @@ __all__ = [
     "RepositoryNotFoundError",
     "SourceError",
     "UsageError",
+    "copy",
+    "copy_sync",
     "push",
     "push_sync",
 ]

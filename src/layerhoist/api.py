@@ -1,8 +1,8 @@
-"""The library entry point, ``await layerhoist.push(source, destination)``, and the one place
-a push is composed: a loaded source, an open and prepared destination, a pipeline.
+"""The library entry point, ``await layerhoist.copy(source, destination)``, and the one place
+a copy is composed: a loaded source, an open and prepared destination, a pipeline.
 
-:func:`prepare_push` is that composition; :func:`push`, the CLI, the demo and the bench all
-go through it, so they push the same way.
+:func:`prepare_push` is that composition; :func:`copy` (and :func:`push`, its former name),
+the CLI, the demo and the bench all go through it, so they copy the same way.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def prepare_push(
         yield PreparedPush(images=images, targets=targets, destination=dest, pipeline=pipeline)
 
 
-async def push(
+async def copy(
     source: str | SourceRef,
     destination: str | DestinationRef,
     *,
@@ -88,14 +88,15 @@ async def push(
     options: DestinationOptions | None = None,
     progress: ProgressSink | None = None,
 ) -> PushResult:
-    """Push every image of ``source`` into the ``destination`` repository.
+    """Copy every image of ``source`` into ``destination``.
 
     ``source`` is ``oci:DIR[:TAG]`` or ``docker-archive:FILE[:TAG]``; ``destination``
-    is ``ecr-public:REPO[:TAG]``, ``ecr:REPO[:TAG]``, ``public.ecr.aws/ALIAS/REPO[:TAG]``
-    or ``ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]``. Images that fail are
-    reported in the result (``result.ok`` is False); errors that stop the whole run
-    before any image could be pushed (bad reference, unreadable source, missing
-    repository, rejected credentials) raise a :class:`~layerhoist.errors.LayerhoistError`.
+    is ``ecr-public:REPO[:TAG]``, ``ecr:REPO[:TAG]``, ``public.ecr.aws/ALIAS/REPO[:TAG]``,
+    ``ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]`` or ``oci:DIR[:TAG]`` (an OCI image
+    layout, created if needed). Images that fail are reported in the result (``result.ok``
+    is False); errors that stop the whole run before any image could be copied (bad
+    reference, unreadable source, missing repository, rejected credentials) raise a
+    :class:`~layerhoist.errors.LayerhoistError`.
     """
     source_ref = parse_source(source) if isinstance(source, str) else source
     destination_ref = (
@@ -115,6 +116,34 @@ async def push(
         await opened.aclose()
 
 
+def copy_sync(
+    source: str | SourceRef,
+    destination: str | DestinationRef,
+    *,
+    config: PushConfig | None = None,
+    options: DestinationOptions | None = None,
+    progress: ProgressSink | None = None,
+) -> PushResult:
+    """Blocking form of :func:`copy`, for scripts."""
+
+    async def main() -> PushResult:
+        return await copy(source, destination, config=config, options=options, progress=progress)
+
+    return anyio.run(main)
+
+
+async def push(
+    source: str | SourceRef,
+    destination: str | DestinationRef,
+    *,
+    config: PushConfig | None = None,
+    options: DestinationOptions | None = None,
+    progress: ProgressSink | None = None,
+) -> PushResult:
+    """:func:`copy` under its former name, which existing callers use."""
+    return await copy(source, destination, config=config, options=options, progress=progress)
+
+
 def push_sync(
     source: str | SourceRef,
     destination: str | DestinationRef,
@@ -123,12 +152,8 @@ def push_sync(
     options: DestinationOptions | None = None,
     progress: ProgressSink | None = None,
 ) -> PushResult:
-    """Blocking form of :func:`push`, for scripts."""
-
-    async def main() -> PushResult:
-        return await push(source, destination, config=config, options=options, progress=progress)
-
-    return anyio.run(main)
+    """:func:`copy_sync` under its former name, which existing callers use."""
+    return copy_sync(source, destination, config=config, options=options, progress=progress)
 
 
 def _targets(images: Sequence[Image], destination: DestinationRef) -> list[str | None]:
@@ -139,4 +164,11 @@ def _targets(images: Sequence[Image], destination: DestinationRef) -> list[str |
                 "drop the destination tag to push each image under its own tag"
             )
         return [destination.tag]
-    return [image.tag for image in images]
+    targets = [image.tag for image in images]
+    # A layout names its images by tag only: an untagged image would land unreachable.
+    if destination.transport == "oci" and None in targets:
+        raise UsageError(
+            f"the source holds an untagged image; name its tag in the destination "
+            f"({destination}:TAG)"
+        )
+    return targets

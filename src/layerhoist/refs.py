@@ -7,7 +7,10 @@ For ``docker-archive`` the part after that colon selects a ``RepoTags`` entry an
 
 Destinations are ``ecr-public:REPO[:TAG]``, ``ecr:REPO[:TAG]`` and the registry names users
 already know: ``public.ecr.aws/ALIAS/REPO[:TAG]`` and
-``ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]``.
+``ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]``; ``oci:DIR[:TAG]``, an OCI image layout to
+write (the path ends at the first ``:``, as for sources); and ``docker://HOST/REPO[:TAG]``, any
+OCI registry (parsed here; :func:`~layerhoist.destinations.open_destination` says it is not
+supported yet).
 
 Every malformed reference raises :class:`~layerhoist.errors.UsageError` with one line that quotes
 the text at fault.
@@ -24,6 +27,9 @@ from layerhoist.errors import UsageError
 
 SourceTransport = Literal["oci", "docker-archive"]
 DestinationService = Literal["ecr-public", "ecr"]
+#: How a destination is written: ECR's layer API (one per service), an OCI image layout on
+#: disk, or an OCI registry through the distribution API.
+DestinationTransport = Literal["ecr-public", "ecr", "oci", "docker"]
 
 #: A tag as Docker, OCI distribution and ECR all accept it.
 TAG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
@@ -48,6 +54,15 @@ DOCKER_NAME_PATTERN = re.compile(
 )
 
 _SOURCE_FORMS = "oci:DIR[:TAG] or docker-archive:FILE[:TAG]"
+#: A registry host name with an optional port, as ``docker://HOST/REPO`` names it.
+REGISTRY_HOST_PATTERN = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?")
+#: A repository of an OCI registry (the distribution spec's name grammar, lowercase).
+REGISTRY_REPOSITORY_PATTERN = re.compile(
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
+DOCKER_TRANSPORT_PREFIX = "docker://"
+OCI_TRANSPORT_PREFIX = "oci:"
+
 _DESTINATION_FORMS = (
     "ecr-public:REPO[:TAG], ecr:REPO[:TAG], public.ecr.aws/ALIAS/REPO[:TAG] "
     "or ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]"
@@ -74,28 +89,45 @@ class SourceRef:
 
 @dataclass(frozen=True)
 class DestinationRef:
-    """Where images go: a repository of ECR Public or ECR, with an optional tag.
+    """Where images go, with an optional tag: a repository of ECR Public or ECR, an OCI image
+    layout directory (``oci``) or a repository of an OCI registry (``docker``).
 
     ``registry_id`` and ``region`` come from an ``ACCOUNT.dkr.ecr.REGION.amazonaws.com`` host
     name, ``alias`` from ``public.ecr.aws/ALIAS/``; all are ``None`` for the ``ecr:`` and
-    ``ecr-public:`` forms, where options and the AWS configuration decide.
+    ``ecr-public:`` forms, where options and the AWS configuration decide. ``path`` is set for
+    ``oci`` only (whose ``repository`` is empty), ``host`` for ``docker`` only.
     """
 
-    service: DestinationService
+    transport: DestinationTransport
     repository: str
     tag: str | None
     registry_id: str | None = None
     region: str | None = None
     alias: str | None = None
+    #: The layout directory of an ``oci:`` destination.
+    path: Path | None = None
+    #: ``HOST[:PORT]`` of a ``docker://`` destination.
+    host: str | None = None
+
+    @property
+    def service(self) -> DestinationService:
+        """The AWS service of an ECR destination; ``ValueError`` for any other transport."""
+        if self.transport == "ecr-public" or self.transport == "ecr":
+            return self.transport
+        raise ValueError(f"{self} is not an ECR or ECR Public destination")
 
     def __str__(self) -> str:
         suffix = f":{self.tag}" if self.tag is not None else ""
+        if self.transport == "oci":
+            return f"{OCI_TRANSPORT_PREFIX}{self.path}{suffix}"
+        if self.transport == "docker":
+            return f"{DOCKER_TRANSPORT_PREFIX}{self.host}/{self.repository}{suffix}"
         if self.alias is not None:
             return f"{ECR_PUBLIC_HOST}/{self.alias}/{self.repository}{suffix}"
         if self.registry_id is not None and self.region is not None:
             host = f"{self.registry_id}.dkr.ecr.{self.region}.amazonaws.com"
             return f"{host}/{self.repository}{suffix}"
-        return f"{self.service}:{self.repository}{suffix}"
+        return f"{self.transport}:{self.repository}{suffix}"
 
 
 def is_valid_tag(text: str) -> bool:
@@ -162,7 +194,11 @@ def _check_archive_selector(selector: str, text: str) -> None:
 
 
 def parse_destination(text: str) -> DestinationRef:
-    """Parse one of the four destination forms (see the module docstring)."""
+    """Parse one of the destination forms (see the module docstring)."""
+    # Before the digest check: a directory name may hold an '@', and the tag check refuses
+    # one after the path.
+    if text.startswith(OCI_TRANSPORT_PREFIX):
+        return _parse_layout_destination(text)
     if "@" in text:
         raise UsageError(
             f"destination {text!r} names a digest: layerhoist pushes to a repository and tag"
@@ -196,6 +232,8 @@ def parse_destination(text: str) -> DestinationRef:
             registry_id=host_match["account"],
             region=host_match["region"],
         )
+    if text.startswith(DOCKER_TRANSPORT_PREFIX):
+        return _parse_registry_destination(text)
     if "://" in text:
         raise UsageError(f"unsupported destination {text!r}: expected {_DESTINATION_FORMS}")
     if slash and ("." in host or ":" in host or host == "localhost"):
@@ -206,18 +244,49 @@ def parse_destination(text: str) -> DestinationRef:
     raise UsageError(f"unrecognised destination {text!r}: expected {_DESTINATION_FORMS}")
 
 
+def _parse_layout_destination(text: str) -> DestinationRef:
+    path_text, has_tag, tag = text.removeprefix(OCI_TRANSPORT_PREFIX).partition(":")
+    if not path_text:
+        raise UsageError(f"destination {text!r} has an empty path: expected oci:DIR[:TAG]")
+    if has_tag:
+        _check_destination_tag(tag, text)
+    return DestinationRef("oci", "", tag if has_tag else None, path=Path(path_text))
+
+
+def _parse_registry_destination(text: str) -> DestinationRef:
+    host, slash, path = text.removeprefix(DOCKER_TRANSPORT_PREFIX).partition("/")
+    if not slash or REGISTRY_HOST_PATTERN.fullmatch(host) is None:
+        raise UsageError(
+            f"destination {text!r} names no registry host: expected docker://HOST/REPO[:TAG]"
+        )
+    name, last = split_name_tag(path)
+    repository, tag = (last, None) if name is None else (name, last)
+    if tag is not None:
+        _check_destination_tag(tag, text)
+    if REGISTRY_REPOSITORY_PATTERN.fullmatch(repository) is None:
+        raise UsageError(
+            f"invalid repository {repository!r} in {text!r}: use lowercase letters and digits "
+            "separated by '.', '_', '-' or '/'"
+        )
+    return DestinationRef("docker", repository, tag, host=host)
+
+
 def _split_repository_tag(text: str, whole: str) -> tuple[str, str | None]:
     repository, has_tag, tag = text.partition(":")
     if has_tag:
         if ":" in tag:
             raise UsageError(f"destination {whole!r} has more than one ':' after the repository")
-        if not is_valid_tag(tag):
-            raise UsageError(
-                f"invalid tag {tag!r} in destination {whole!r}: a tag is 1-128 letters, digits, "
-                "'_', '.' or '-', not starting with '.' or '-'"
-            )
+        _check_destination_tag(tag, whole)
     _check_repository(repository, whole)
     return repository, (tag if has_tag else None)
+
+
+def _check_destination_tag(tag: str, whole: str) -> None:
+    if not is_valid_tag(tag):
+        raise UsageError(
+            f"invalid tag {tag!r} in destination {whole!r}: a tag is 1-128 letters, digits, "
+            "'_', '.' or '-', not starting with '.' or '-'"
+        )
 
 
 def _check_repository(repository: str, whole: str) -> None:

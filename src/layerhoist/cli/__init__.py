@@ -1,4 +1,4 @@
-"""The ``layerhoist`` command: ``push`` images, ``serve`` the embedded registry, ``bench``.
+"""The ``layerhoist`` command: ``copy`` images (``push``, its former name), ``serve``, ``bench``.
 
 Each command lives in a module of its own with ``configure_parser(parser)`` and
 ``run(args) -> int``; only the chosen command's module is imported, so ``--help`` and
@@ -20,10 +20,12 @@ from layerhoist.errors import LayerhoistError
 from layerhoist.exits import EXIT_INTERRUPTED, EXIT_USAGE
 from layerhoist.version import __version__
 
-#: Command name -> (module holding its parser and its run, one-line help).
+#: Command name -> (module holding its parser and its run, one-line help). ``push`` is the
+#: former name of ``copy``: the same module, so the same options and behaviour.
 COMMANDS = MappingProxyType(
     {
-        "push": ("layerhoist.cli.push", "push images into ECR Public or ECR"),
+        "copy": ("layerhoist.cli.copy", "copy images into ECR Public, ECR or an OCI layout"),
+        "push": ("layerhoist.cli.copy", "the same as copy (its former name)"),
         "serve": ("layerhoist.registry.cli", "run the embedded ECR-compatible registry"),
         "bench": ("layerhoist.bench", "benchmark push speed and show what limits it"),
     }

@@ -12,7 +12,9 @@ The pipeline (:mod:`layerhoist.transfer.pipeline`) is written once against two p
   digest, where "already there" counts as success.
 
 Each transport keeps its protocol, limits, quotas and error table in its own subpackage
-(:mod:`layerhoist.destinations.ecr`); :func:`open_destination` picks it from the reference.
+(:mod:`layerhoist.destinations.ecr`, :mod:`layerhoist.destinations.oci_layout`);
+:func:`part_limits` and :func:`open_destination` pick it by the reference's transport and
+import it only then (the AWS SDK loads for ECR destinations only).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from layerhoist.destinations.base import BlobUpload as BlobUpload
 from layerhoist.destinations.base import Destination as Destination
 from layerhoist.destinations.base import DestinationOptions as DestinationOptions
 from layerhoist.destinations.base import PartLimits as PartLimits
+from layerhoist.errors import UsageError
 
 if TYPE_CHECKING:
     from layerhoist.refs import DestinationRef
@@ -41,6 +44,12 @@ __all__ = [
 
 def part_limits(ref: DestinationRef) -> PartLimits:
     """The part rules of the transport ``ref`` names, known before anything is opened."""
+    if ref.transport == "oci":
+        from layerhoist.destinations.oci_layout.limits import PART_LIMITS as LAYOUT_LIMITS
+
+        return LAYOUT_LIMITS
+    if ref.transport == "docker":
+        raise _not_supported_yet(ref)
     from layerhoist.destinations.ecr.limits import PART_LIMITS
 
     return PART_LIMITS
@@ -51,12 +60,27 @@ def open_destination(
 ) -> AbstractAsyncContextManager[Destination]:
     """The destination ``ref`` names, as an async context manager holding its connections.
 
-    ``config`` must already have passed ``part_limits(ref).check``.
+    ``config`` must already have passed ``part_limits(ref).check``. ``options`` concern
+    ECR only; an OCI layout needs none.
     """
+    destination: AbstractAsyncContextManager[Destination]
+    if ref.transport == "oci":
+        from layerhoist.destinations.oci_layout.destination import OciLayoutDestination
+
+        assert ref.path is not None  # parse_destination sets it for every oci: reference
+        destination = OciLayoutDestination(ref.path, config=config)
+        return destination
+    if ref.transport == "docker":
+        raise _not_supported_yet(ref)
     # Imported here so that a command that never pushes does not load the AWS SDK.
     from layerhoist.destinations.ecr.destination import EcrDestination
 
-    destination: AbstractAsyncContextManager[Destination] = EcrDestination(
-        ref, config=config, options=options
-    )
+    destination = EcrDestination(ref, config=config, options=options)
     return destination
+
+
+def _not_supported_yet(ref: DestinationRef) -> UsageError:
+    return UsageError(
+        f"destination {ref}: docker:// (OCI registry) destinations are not supported yet; "
+        "write an OCI layout (oci:DIR[:TAG]) or push to ECR (ecr:REPO, ecr-public:REPO)"
+    )

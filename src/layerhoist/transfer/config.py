@@ -7,7 +7,8 @@ Memory bound (the formula the benchmarks check, :func:`memory_bound`)::
     part_cost = part_size * (1 + payload_expansion)   # the raw part plus its request payload
 
 (per blob: the part on the wire, ``read_ahead_parts`` encoded and waiting, and one
-being read). ``payload_expansion`` is the destination's (4/3 for ECR's base64 bodies).
+being read). ``payload_expansion`` is the destination's (4/3 for ECR's base64 bodies; 0 for
+an OCI layout, whose payload is the part's own bytes, so a part costs its size once).
 A smaller budget is safe, it only leaves some blobs waiting for memory.
 
 Every part read from a source is charged against ``memory_budget`` until its

@@ -1,7 +1,9 @@
-"""``layerhoist push SOURCE DESTINATION``: the command's options, and the push it runs.
+"""``layerhoist copy SOURCE DESTINATION``: the command's options, and the copy it runs.
 
-Only the options are built at start-up; the push machinery (the AWS SDK, rich) is imported
-once the command runs, so ``layerhoist --help`` stays fast.
+``layerhoist push`` is the same command under its former name (the ``COMMANDS`` table points
+both at this module), so scripts that call ``push`` keep working unchanged. Only the options
+are built at start-up; the copy machinery (the AWS SDK, rich) is imported once the command
+runs, so ``layerhoist --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ if TYPE_CHECKING:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``push`` to ``parser``."""
+    """Add the options of ``copy`` (and ``push``) to ``parser``."""
     defaults = PushConfig()
     parser.add_argument("source", help="oci:DIR[:TAG] or docker-archive:FILE[:TAG]")
     parser.add_argument(
         "destination",
-        help="ecr-public:REPO[:TAG], ecr:REPO[:TAG], public.ecr.aws/ALIAS/REPO[:TAG] "
-        "or ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]",
+        help="ecr-public:REPO[:TAG], ecr:REPO[:TAG], public.ecr.aws/ALIAS/REPO[:TAG], "
+        "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG] or oci:DIR[:TAG] (an OCI layout)",
     )
     parser.add_argument(
         "--concurrency",
@@ -44,7 +46,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--part-size",
         type=argtypes.size,
         default=None,
-        help="part size, e.g. 10MiB (default: the service's partSize, clamped to 5-10 MiB)",
+        help="part size, e.g. 10MiB (default: the destination's; ECR: the service's "
+        "partSize, clamped to 5-10 MiB; OCI layout: 8 MiB)",
     )
     parser.add_argument(
         "--memory-budget",
@@ -97,8 +100,8 @@ def _progress(args: argparse.Namespace) -> ProgressSink | None:
     return PlainProgress(sys.stderr)
 
 
-async def _run_push(args: argparse.Namespace, config: PushConfig) -> PushResult:
-    from layerhoist.api import push
+async def _run_copy(args: argparse.Namespace, config: PushConfig) -> PushResult:
+    from layerhoist.api import copy
 
     options = DestinationOptions(
         endpoint_url=args.endpoint_url,
@@ -110,16 +113,16 @@ async def _run_push(args: argparse.Namespace, config: PushConfig) -> PushResult:
     progress = _progress(args)
     if isinstance(progress, AbstractContextManager):
         with progress:
-            return await push(
+            return await copy(
                 args.source, args.destination, config=config, options=options, progress=progress
             )
-    return await push(
+    return await copy(
         args.source, args.destination, config=config, options=options, progress=progress
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Push as ``args`` say; the exit code (errors that stop the run are raised)."""
+    """Copy as ``args`` say; the exit code (errors that stop the run are raised)."""
     try:
         config = PushConfig(
             blob_concurrency=args.concurrency,
@@ -136,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     # What is imported by now lives as long as the process: frozen, it is left out
     # of every later collection instead of traversed by each full one.
     gc.freeze()
-    result = anyio.run(_run_push, args, config)
+    result = anyio.run(_run_copy, args, config)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     for image in result.images:
