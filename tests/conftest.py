@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
+import bcrypt
 import pytest
 from botocore.config import Config
 
@@ -245,3 +246,141 @@ class EcrSequences:
 def ecr() -> EcrSequences:
     """Upload and push sequences over an ECR client."""
     return EcrSequences()
+
+
+# ------------------------------------------------ CNCF distribution (Debian's docker-registry)
+
+#: Seconds docker-registry may take to listen on its port.
+DISTRIBUTION_START_TIMEOUT = 15.0
+#: The bcrypt cost of test htpasswd entries: the lowest bcrypt allows, so logins stay fast.
+HTPASSWD_BCRYPT_ROUNDS = 4
+#: The user of the htpasswd-protected registry.
+DISTRIBUTION_USER = "alice"
+DISTRIBUTION_PASSWORD = "wonderland-7"
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A running ``docker-registry serve`` on ``host`` (``127.0.0.1:PORT``), plain HTTP.
+
+    ``users`` are its htpasswd accounts (empty: no auth). :meth:`seed` pushes images into it
+    with skopeo.
+    """
+
+    host: str
+    root: Path
+    users: dict[str, str]
+    skopeo: str
+
+    def seed(self, layout: Path, tag: str, destination: str, *, all_platforms: bool = False) -> str:
+        """``skopeo copy oci:LAYOUT:TAG docker://HOST/DESTINATION``; returns the manifest digest.
+
+        Digests are preserved (skopeo would otherwise compress the layout's tar layers).
+        """
+        digest_file = self.root.parent / f"digest-{os.getpid()}-{time.monotonic_ns()}"
+        command = [
+            self.skopeo,
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "--digestfile",
+            str(digest_file),
+        ]
+        if all_platforms:
+            command.append("--all")
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            command += ["--dest-creds", f"{user}:{password}"]
+        command += [f"oci:{layout}:{tag}", f"docker://{self.host}/{destination}"]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        return digest_file.read_text().strip()
+
+    def manifest_path(self, repository: str) -> Path:
+        """Where distribution keeps the revisions of ``repository``'s manifests."""
+        return self.root / "docker/registry/v2/repositories" / repository / "_manifests"
+
+
+def _htpasswd(users: dict[str, str]) -> str:
+    """htpasswd lines with bcrypt hashes, the only kind distribution accepts."""
+    lines = []
+    for user, password in users.items():
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(HTPASSWD_BCRYPT_ROUNDS))
+        lines.append(f"{user}:{hashed.decode()}\n")
+    return "".join(lines)
+
+
+def _start_distribution(
+    directory: Path, skopeo_path: str, *, users: dict[str, str]
+) -> Iterator[Distribution]:
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        if os.environ.get("CI"):
+            pytest.fail("docker-registry is required in CI (make installs it as root)")
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    port = free_port()
+    root = directory / "storage"
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: error",
+        "  accesslog:",
+        "    disabled: true",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {root}",
+        "  delete:",
+        "    enabled: true",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+    ]
+    if users:
+        htpasswd = directory / "htpasswd"
+        htpasswd.write_text(_htpasswd(users))
+        lines += ["auth:", "  htpasswd:", "    realm: layerhoist-test", f"    path: {htpasswd}"]
+    config = directory / "config.yml"
+    config.write_text("\n".join(lines) + "\n")
+    process = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + DISTRIBUTION_START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                pytest.fail("docker-registry exited during start-up")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("docker-registry did not start listening")
+                time.sleep(0.05)
+        yield Distribution(f"127.0.0.1:{port}", root, dict(users), skopeo_path)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def _skopeo_path() -> str:
+    path = shutil.which("skopeo")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("skopeo is required in CI (make installs it as root)")
+        pytest.skip("skopeo is not installed (apt-get install skopeo)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
+    """A docker-registry without auth, started once per test module."""
+    directory = tmp_path_factory.mktemp("distribution")
+    yield from _start_distribution(directory, _skopeo_path(), users={})
+
+
+@pytest.fixture(scope="module")
+def distribution_htpasswd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
+    """A docker-registry with htpasswd Basic auth (:data:`DISTRIBUTION_USER`), once per module."""
+    directory = tmp_path_factory.mktemp("distribution-auth")
+    yield from _start_distribution(
+        directory, _skopeo_path(), users={DISTRIBUTION_USER: DISTRIBUTION_PASSWORD}
+    )

@@ -51,7 +51,7 @@ def test_source_str_round_trips(text: str) -> None:
     ("text", "fragment"),
     [
         ("layout", "has no transport"),
-        ("docker://alpine:3", "unknown source transport 'docker'"),
+        ("docker:alpine:3", "unknown source transport 'docker'"),
         ("dir:/tmp/x", "unknown source transport 'dir'"),
         ("oci:", "empty path"),
         ("oci::v1", "empty path"),
