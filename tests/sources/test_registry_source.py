@@ -40,17 +40,29 @@ def seeded(distribution: Distribution, tmp_path_factory: pytest.TempPathFactory)
     return digests
 
 
-def source(distribution: Distribution, reference: str, **options: object) -> RegistrySource:
+def source(
+    distribution: Distribution,
+    reference: str,
+    *,
+    all_tags: bool = False,
+    client: ClientSettings = INSECURE,
+) -> RegistrySource:
     opened = open_source(
         parse_source(f"docker://{distribution.host}/{reference}"),
-        registry=RegistrySourceOptions(**{"client": INSECURE, "config": FAST, **options}),  # type: ignore[arg-type]
+        registry=RegistrySourceOptions(all_tags=all_tags, client=client, config=FAST),
     )
     assert isinstance(opened, RegistrySource)
     return opened
 
 
-async def load(distribution: Distribution, reference: str, **options: object) -> list[Image]:
-    opened = source(distribution, reference, **options)
+async def load(
+    distribution: Distribution,
+    reference: str,
+    *,
+    all_tags: bool = False,
+    client: ClientSettings = INSECURE,
+) -> list[Image]:
+    opened = source(distribution, reference, all_tags=all_tags, client=client)
     try:
         return await opened.load()
     finally:

@@ -14,6 +14,7 @@ source image is a :class:`~layerhoist.errors.SourceError`, a missing destination
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -119,6 +120,17 @@ def parse_error_body(body: bytes) -> tuple[ErrorDetail, ...]:
     return tuple(details)
 
 
+def _error_class(role: Role) -> type[LayerhoistError]:
+    """What a failure of ``role``'s registry is reported as, unless the rule says better."""
+    return SourceError if role == "source" else DestinationError
+
+
+def _retry(role: Role, *, hint: str, throttled: bool = False) -> Rule:
+    """A retry rule whose exhaustion is reported as an error of ``role``'s side."""
+    rule = retry_rule(throttled=throttled, hint=hint)
+    return dataclasses.replace(rule, error_class=_error_class(role))
+
+
 def _rules(role: Role) -> Mapping[str, Rule]:
     """Registry error code -> rule, with the error classes and option names of ``role``."""
     side = "src" if role == "source" else "dest"
@@ -126,17 +138,18 @@ def _rules(role: Role) -> Mapping[str, Rule]:
     missing_repository: type[LayerhoistError] = (
         ImageNotFoundError if role == "source" else RepositoryNotFoundError
     )
-    refused: type[LayerhoistError] = SourceError if role == "source" else DestinationError
+    refused = _error_class(role)
     credentials = (
         f"the registry refused access: pass --{side}-creds USER[:PASS] or log in "
         "(--authfile, REGISTRY_AUTH_FILE, ~/.docker/config.json)"
     )
-    throttled = retry_rule(
+    throttled = _retry(
+        role,
         throttled=True,
         hint="the registry kept throttling (a pull limit?); retries ran out: wait, lower "
         "--concurrency, or log in for a higher limit",
     )
-    transient = retry_rule(hint="the registry kept failing this request; retries ran out")
+    transient = _retry(role, hint="the registry kept failing this request; retries ran out")
     return MappingProxyType(
         {
             "TOOMANYREQUESTS": throttled,
@@ -175,17 +188,16 @@ def _status_rule(status: int, role: Role, rules: Mapping[str, Rule]) -> Rule:
         return rules["UNAUTHORIZED" if status == UNAUTHORIZED_STATUS else "DENIED"]
     if status == NOT_FOUND_STATUS:
         return rules["MANIFEST_UNKNOWN"]
-    return fail_rule(
-        "the registry refused the request", SourceError if role == "source" else DestinationError
-    )
+    return fail_rule("the registry refused the request", _error_class(role))
 
 
 def _transport_errors(role: Role) -> tuple[tuple[type[BaseException], str, Rule], ...]:
     """aiohttp's exceptions, matched in order with ``isinstance`` (subclasses first)."""
     side = "src" if role == "source" else "dest"
-    error_class: type[LayerhoistError] = SourceError if role == "source" else DestinationError
-    network = retry_rule(
-        hint="the connection to the registry kept failing: check the network and the host name"
+    error_class = _error_class(role)
+    network = _retry(
+        role,
+        hint="the connection to the registry kept failing: check the network and the host name",
     )
     tls = fail_rule(
         "TLS verification failed: check the host name and the CA certificates, or pass "
