@@ -150,6 +150,7 @@ def _rules(role: Role) -> Mapping[str, Rule]:
         "--concurrency, or log in for a higher limit",
     )
     transient = _retry(role, hint="the registry kept failing this request; retries ran out")
+    requeue = dataclasses.replace(requeue_rule(), error_class=refused)
     return MappingProxyType(
         {
             "TOOMANYREQUESTS": throttled,
@@ -171,10 +172,10 @@ def _rules(role: Role) -> Mapping[str, Rule]:
             "MANIFEST_INVALID": fail_rule("the registry refused the manifest", refused),
             "UNSUPPORTED": fail_rule("the registry does not support this operation", refused),
             # An upload session the registry lost or refused: start the blob over.
-            "BLOB_UPLOAD_UNKNOWN": requeue_rule(),
-            "BLOB_UPLOAD_INVALID": requeue_rule(),
-            "DIGEST_INVALID": requeue_rule(),
-            "SIZE_INVALID": requeue_rule(),
+            "BLOB_UPLOAD_UNKNOWN": requeue,
+            "BLOB_UPLOAD_INVALID": requeue,
+            "DIGEST_INVALID": requeue,
+            "SIZE_INVALID": requeue,
         }
     )
 
