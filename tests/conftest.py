@@ -109,6 +109,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_listening(
+    process: subprocess.Popen[bytes], port: int, *, name: str, timeout: float
+) -> None:
+    """Wait until ``process`` listens on local ``port``; fail the test if it exits or is slow."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} did not start listening")
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def unused_port() -> int:
     """A local TCP port nothing listens on: connections to it are refused."""
@@ -125,32 +142,27 @@ def moto_endpoint() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + MOTO_START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail("moto_server exited during start-up")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("moto_server did not start listening")
-                time.sleep(0.05)
+        wait_listening(process, port, name="moto_server", timeout=MOTO_START_TIMEOUT)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait()
 
 
+def required_tool(name: str) -> str:
+    """Path of the Debian-packaged tool ``name``: fails in CI when missing, skips elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (make installs it as root)")
+        pytest.skip(f"{name} is not installed (apt-get install {name})")
+    return path
+
+
 @pytest.fixture
 def skopeo() -> str:
     """Path of the skopeo binary; fails in CI when it is missing, skips elsewhere."""
-    path = shutil.which("skopeo")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("skopeo is required in CI (make installs it as root)")
-        pytest.skip("skopeo is not installed (apt-get install skopeo)")
-    return path
+    return required_tool("skopeo")
 
 
 def sha256_digest(data: bytes) -> str:
@@ -313,11 +325,7 @@ def _htpasswd(users: dict[str, str]) -> str:
 def _start_distribution(
     directory: Path, skopeo_path: str, *, users: dict[str, str]
 ) -> Iterator[Distribution]:
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        if os.environ.get("CI"):
-            pytest.fail("docker-registry is required in CI (make installs it as root)")
-        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    binary = required_tool("docker-registry")
     port = free_port()
     root = directory / "storage"
     lines = [
@@ -344,37 +352,18 @@ def _start_distribution(
         [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + DISTRIBUTION_START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail("docker-registry exited during start-up")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("docker-registry did not start listening")
-                time.sleep(0.05)
+        wait_listening(process, port, name="docker-registry", timeout=DISTRIBUTION_START_TIMEOUT)
         yield Distribution(f"127.0.0.1:{port}", root, dict(users), skopeo_path)
     finally:
         process.terminate()
         process.wait()
 
 
-def _skopeo_path() -> str:
-    path = shutil.which("skopeo")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("skopeo is required in CI (make installs it as root)")
-        pytest.skip("skopeo is not installed (apt-get install skopeo)")
-    return path
-
-
 @pytest.fixture(scope="module")
 def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
     """A docker-registry without auth, started once per test module."""
     directory = tmp_path_factory.mktemp("distribution")
-    yield from _start_distribution(directory, _skopeo_path(), users={})
+    yield from _start_distribution(directory, required_tool("skopeo"), users={})
 
 
 @pytest.fixture(scope="module")
@@ -382,5 +371,14 @@ def distribution_htpasswd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """A docker-registry with htpasswd Basic auth (:data:`DISTRIBUTION_USER`), once per module."""
     directory = tmp_path_factory.mktemp("distribution-auth")
     yield from _start_distribution(
-        directory, _skopeo_path(), users={DISTRIBUTION_USER: DISTRIBUTION_PASSWORD}
+        directory, required_tool("skopeo"), users={DISTRIBUTION_USER: DISTRIBUTION_PASSWORD}
     )
+
+
+@pytest.fixture
+def dummy_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy AWS credentials from the environment; no shared config of the machine leaks in."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

@@ -18,7 +18,13 @@ import pytest
 from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER, Distribution
 from layerhoist.errors import CredentialsError, ManifestError, SourceError
 from layerhoist.image import Image
-from layerhoist.oci import ClientSettings, Credentials, RegistryClient, get_manifest
+from layerhoist.oci import (
+    ClientSettings,
+    Credentials,
+    RegistryClient,
+    get_manifest,
+    head_manifest,
+)
 from layerhoist.refs import parse_source
 from layerhoist.sources import RegistrySource, RegistrySourceOptions
 from layerhoist.testing.synthetic import write_oci_layout
@@ -324,3 +330,15 @@ async def test_a_registry_ignoring_range_restarts_the_blob(
     assert source.stats.resumed == 0
     assert source.stats.restarted == 1
     assert source.stats.bytes_discarded == CUT_AFTER
+
+
+async def test_head_manifest_matches_get(distribution: Distribution, seeded: str) -> None:
+    async with RegistryClient(
+        registry=distribution.host, endpoint=distribution.host, settings=INSECURE
+    ) as client:
+        head = await head_manifest(client, "app", "v1", where="app:v1")
+        manifest = await get_manifest(client, "app", head.digest, where="app@digest")
+    assert head.digest == seeded == manifest.digest
+    assert (head.media_type, head.size) == (manifest.media_type, manifest.size)
+    assert client.base_url is not None
+    assert client.base_url.scheme == "http"

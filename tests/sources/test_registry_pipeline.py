@@ -24,21 +24,12 @@ from layerhoist.transfer.config import PushConfig
 from layerhoist.units import MiB
 from registry_proxy import ProxyOptions, RegistryProxy
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("dummy_aws_credentials")]
 
 #: More than one 5 MiB part, so the pipeline's parts are cut from the stream.
 LAYER_SIZE = 6 * MiB
 CUT_AFTER = 3 * MiB
 FAST = PushConfig(backoff_initial=0.001, backoff_max=0.01)
-
-
-@pytest.fixture(autouse=True)
-def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Dummy credentials from the environment; no shared config of the machine leaks in."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
 async def test_registry_to_ecr_public_resumes_a_cut_layer(

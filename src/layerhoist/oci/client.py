@@ -16,8 +16,7 @@ whole requests in :func:`~layerhoist.transfer.retry.retry_call` with the transpo
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -180,8 +179,8 @@ class RegistryClient:
         """Send one request and return its answer, whose status is in ``expect``.
 
         ``path`` is relative to the registry (``/v2/…``) or an absolute URL (a ``Link``).
-        The caller releases the answer. Raises :class:`RegistryResponseError` naming ``what``
-        for any other status.
+        The caller releases the answer (``async with`` it). Raises
+        :class:`RegistryResponseError` naming ``what`` for any other status.
         """
         base = await self.ping()
         target = URL(path)
@@ -227,26 +226,6 @@ class RegistryClient:
         if announced is not None:
             self.rate_limit = announced
         return response
-
-    @asynccontextmanager
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        scope: str,
-        what: str,
-        headers: Mapping[str, str] | None = None,
-        expect: Collection[int] = (200,),
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """:meth:`send` as a context manager that releases the answer."""
-        response = await self.send(
-            method, path, scope=scope, what=what, headers=headers, expect=expect
-        )
-        try:
-            yield response
-        finally:
-            response.release()
 
 
 def pull_scope(repository: str) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import hashlib
 
+import aiohttp
+
 from layerhoist.errors import CorruptBlobError, ManifestError
 from layerhoist.image import (
     DIGEST_PATTERN,
@@ -66,13 +68,7 @@ async def head_manifest(
     The digest is the registry's ``Docker-Content-Digest`` (or ``reference`` itself when it
     is a digest); :class:`ManifestError` when neither is known.
     """
-    async with client.request(
-        "HEAD",
-        manifest_path(repository, reference),
-        scope=pull_scope(repository),
-        what=where,
-        headers={"Accept": MANIFEST_ACCEPT},
-    ) as response:
+    async with await _send(client, "HEAD", repository, reference, where=where) as response:
         media_type = check_media_type(response.content_type, where=where)
         digest = response.headers.get(DIGEST_HEADER) or (
             reference if is_digest(reference) else None
@@ -80,7 +76,21 @@ async def head_manifest(
         size = response.content_length
     if digest is None or not is_digest(digest):
         raise ManifestError(f"{where}: the registry sent no usable {DIGEST_HEADER}")
-    return Descriptor(media_type, digest, size if size is not None else -1)
+    if size is None:
+        raise ManifestError(f"{where}: the registry sent no Content-Length")
+    return Descriptor(media_type, digest, size)
+
+
+async def _send(
+    client: RegistryClient, method: str, repository: str, reference: str, *, where: str
+) -> aiohttp.ClientResponse:
+    return await client.send(
+        method,
+        manifest_path(repository, reference),
+        scope=pull_scope(repository),
+        what=where,
+        headers={"Accept": MANIFEST_ACCEPT},
+    )
 
 
 async def get_manifest(
@@ -88,13 +98,7 @@ async def get_manifest(
 ) -> Manifest:
     """GET and verify manifest ``reference`` (tag or digest) of ``repository``."""
     limit = client.settings.max_manifest_size
-    async with client.request(
-        "GET",
-        manifest_path(repository, reference),
-        scope=pull_scope(repository),
-        what=where,
-        headers={"Accept": MANIFEST_ACCEPT},
-    ) as response:
+    async with await _send(client, "GET", repository, reference, where=where) as response:
         media_type = check_media_type(response.content_type, where=where)
         announced = response.content_length
         if announced is not None and announced > limit:

@@ -34,7 +34,8 @@ async def list_tags(
         if url in seen:
             raise SourceError(f"{where}: the registry's tag pages loop back to {url}")
         seen.add(url)
-        async with client.request("GET", url, scope=pull_scope(repository), what=where) as answer:
+        page = await client.send("GET", url, scope=pull_scope(repository), what=where)
+        async with page as answer:
             body = await answer.content.read(MAX_PAGE_BYTES + 1)
             link = next_link(answer.headers.get("Link"))
         if len(body) > MAX_PAGE_BYTES:
