@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
+import bcrypt
 import pytest
 from botocore.config import Config
 
@@ -146,6 +147,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_listening(
+    process: subprocess.Popen[bytes], port: int, *, name: str, timeout: float
+) -> None:
+    """Wait until ``process`` listens on local ``port``; fail the test if it exits or is slow."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited during start-up")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} did not start listening")
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def unused_port() -> int:
     """A local TCP port nothing listens on: connections to it are refused."""
@@ -162,32 +180,27 @@ def moto_endpoint() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + MOTO_START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                pytest.fail("moto_server exited during start-up")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("moto_server did not start listening")
-                time.sleep(0.05)
+        wait_listening(process, port, name="moto_server", timeout=MOTO_START_TIMEOUT)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait()
 
 
+def required_tool(name: str) -> str:
+    """Path of the Debian-packaged tool ``name``: fails in CI when missing, skips elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (make installs it as root)")
+        pytest.skip(f"{name} is not installed (apt-get install {name})")
+    return path
+
+
 @pytest.fixture
 def skopeo() -> str:
     """Path of the skopeo binary; fails in CI when it is missing, skips elsewhere."""
-    path = shutil.which("skopeo")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("skopeo is required in CI (make installs it as root)")
-        pytest.skip("skopeo is not installed (apt-get install skopeo)")
-    return path
+    return required_tool("skopeo")
 
 
 def sha256_digest(data: bytes) -> str:
@@ -283,3 +296,127 @@ class EcrSequences:
 def ecr() -> EcrSequences:
     """Upload and push sequences over an ECR client."""
     return EcrSequences()
+
+
+# ------------------------------------------------ CNCF distribution (Debian's docker-registry)
+
+#: Seconds docker-registry may take to listen on its port.
+DISTRIBUTION_START_TIMEOUT = 15.0
+#: The bcrypt cost of test htpasswd entries: the lowest bcrypt allows, so logins stay fast.
+HTPASSWD_BCRYPT_ROUNDS = 4
+#: The user of the htpasswd-protected registry.
+DISTRIBUTION_USER = "alice"
+DISTRIBUTION_PASSWORD = "wonderland-7"
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A running ``docker-registry serve`` on ``host`` (``127.0.0.1:PORT``), plain HTTP.
+
+    ``users`` are its htpasswd accounts (empty: no auth). :meth:`seed` pushes images into it
+    with skopeo.
+    """
+
+    host: str
+    root: Path
+    users: dict[str, str]
+    skopeo: str
+
+    def seed(self, layout: Path, tag: str, destination: str, *, all_platforms: bool = False) -> str:
+        """``skopeo copy oci:LAYOUT:TAG docker://HOST/DESTINATION``; returns the manifest digest.
+
+        Digests are preserved (skopeo would otherwise compress the layout's tar layers).
+        """
+        digest_file = self.root.parent / f"digest-{os.getpid()}-{time.monotonic_ns()}"
+        command = [
+            self.skopeo,
+            "copy",
+            "--quiet",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            "--digestfile",
+            str(digest_file),
+        ]
+        if all_platforms:
+            command.append("--all")
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            command += ["--dest-creds", f"{user}:{password}"]
+        command += [f"oci:{layout}:{tag}", f"docker://{self.host}/{destination}"]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+        return digest_file.read_text().strip()
+
+    def manifest_path(self, repository: str) -> Path:
+        """Where distribution keeps the revisions of ``repository``'s manifests."""
+        return self.root / "docker/registry/v2/repositories" / repository / "_manifests"
+
+
+def _htpasswd(users: dict[str, str]) -> str:
+    """htpasswd lines with bcrypt hashes, the only kind distribution accepts."""
+    lines = []
+    for user, password in users.items():
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(HTPASSWD_BCRYPT_ROUNDS))
+        lines.append(f"{user}:{hashed.decode()}\n")
+    return "".join(lines)
+
+
+def _start_distribution(
+    directory: Path, skopeo_path: str, *, users: dict[str, str]
+) -> Iterator[Distribution]:
+    binary = required_tool("docker-registry")
+    port = free_port()
+    root = directory / "storage"
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: error",
+        "  accesslog:",
+        "    disabled: true",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {root}",
+        "  delete:",
+        "    enabled: true",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+    ]
+    if users:
+        htpasswd = directory / "htpasswd"
+        htpasswd.write_text(_htpasswd(users))
+        lines += ["auth:", "  htpasswd:", "    realm: layerhoist-test", f"    path: {htpasswd}"]
+    config = directory / "config.yml"
+    config.write_text("\n".join(lines) + "\n")
+    process = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_listening(process, port, name="docker-registry", timeout=DISTRIBUTION_START_TIMEOUT)
+        yield Distribution(f"127.0.0.1:{port}", root, dict(users), skopeo_path)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
+    """A docker-registry without auth, started once per test module."""
+    directory = tmp_path_factory.mktemp("distribution")
+    yield from _start_distribution(directory, required_tool("skopeo"), users={})
+
+
+@pytest.fixture(scope="module")
+def distribution_htpasswd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
+    """A docker-registry with htpasswd Basic auth (:data:`DISTRIBUTION_USER`), once per module."""
+    directory = tmp_path_factory.mktemp("distribution-auth")
+    yield from _start_distribution(
+        directory, required_tool("skopeo"), users={DISTRIBUTION_USER: DISTRIBUTION_PASSWORD}
+    )
+
+
+@pytest.fixture
+def dummy_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy AWS credentials from the environment; no shared config of the machine leaks in."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

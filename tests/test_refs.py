@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from layerhoist.errors import UsageError
 from layerhoist.refs import (
@@ -51,7 +53,7 @@ def test_source_str_round_trips(text: str) -> None:
     ("text", "fragment"),
     [
         ("layout", "has no transport"),
-        ("docker://alpine:3", "unknown source transport 'docker'"),
+        ("docker:alpine:3", "unknown source transport 'docker'"),
         ("dir:/tmp/x", "unknown source transport 'dir'"),
         ("oci:", "empty path"),
         ("oci::v1", "empty path"),
@@ -217,3 +219,101 @@ def test_parse_destination_rejects(text: str, fragment: str) -> None:
 )
 def test_split_name_tag(text: str, expected: tuple[str | None, str]) -> None:
     assert split_name_tag(text) == expected
+
+
+# ---------------------------------------------------------------------------- docker:// sources
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def docker(host: str, repository: str, tag: str | None, digest: str | None = None) -> SourceRef:
+    return SourceRef("docker", None, tag, host=host, repository=repository, digest=digest)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("docker://alpine", docker("docker.io", "library/alpine", "latest")),
+        ("docker://alpine:3.20", docker("docker.io", "library/alpine", "3.20")),
+        ("docker://bitnami/redis:7", docker("docker.io", "bitnami/redis", "7")),
+        ("docker://docker.io/alpine", docker("docker.io", "library/alpine", "latest")),
+        ("docker://index.docker.io/a/b", docker("docker.io", "a/b", "latest")),
+        ("docker://localhost/app", docker("localhost", "app", "latest")),
+        ("docker://localhost:5000/app:dev", docker("localhost:5000", "app", "dev")),
+        ("docker://127.0.0.1:5000/a/b/c", docker("127.0.0.1:5000", "a/b/c", "latest")),
+        ("docker://ghcr.io/org/app@" + DIGEST, docker("ghcr.io", "org/app", None, DIGEST)),
+        ("docker://quay.io/x/y__z-w.v:1", docker("quay.io", "x/y__z-w.v", "1")),
+        # Docker's own reading: without a '/', "localhost:5000" is repository and tag.
+        ("docker://localhost:5000", docker("docker.io", "library/localhost", "5000")),
+    ],
+)
+def test_parse_docker_sources(text: str, expected: SourceRef) -> None:
+    assert parse_source(text) == expected
+
+
+def test_docker_source_endpoint_and_str() -> None:
+    ref = parse_source("docker://alpine")
+    assert ref.endpoint == "registry-1.docker.io"
+    assert str(ref) == "docker://docker.io/library/alpine:latest"
+    assert parse_source("docker://localhost:5000/app").endpoint == "localhost:5000"
+    assert str(parse_source("docker://q.io/a@" + DIGEST)) == f"docker://q.io/a@{DIGEST}"
+    with pytest.raises(ValueError, match="not a file source"):
+        _ = ref.file_path
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("docker://", "has no repository"),
+        ("docker://:v1", "has no repository"),
+        ("docker://Alpine", "invalid repository 'library/Alpine'"),
+        ("docker://quay.io/Org/app", "invalid repository 'Org/app'"),
+        ("docker://a//b", "invalid repository"),
+        ("docker://app:", "invalid tag ''"),
+        ("docker://app:-x", "invalid tag '-x'"),
+        ("docker://app@sha256:abc", "invalid digest 'sha256:abc'"),
+        ("docker://app@md5:" + "a" * 32, "invalid digest"),
+        ("docker://app:v1@" + DIGEST, "both a tag and a digest"),
+        ("docker://bad_host.io/app", "invalid registry host 'bad_host.io'"),
+        ("docker://host.io:99999999/app", "invalid registry host"),
+        ("docker://h.io/" + "a" * 260, "longer than 255"),
+    ],
+)
+def test_parse_docker_source_rejects(text: str, fragment: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_source(text)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+_component = st.from_regex(r"[a-z0-9]{1,6}(?:[._-][a-z0-9]{1,4}){0,2}", fullmatch=True)
+_hosts = st.sampled_from(["ghcr.io", "localhost:5000", "quay.io", "10.0.0.1:443", "localhost"])
+_tags = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,20}", fullmatch=True)
+
+
+@given(
+    host=_hosts,
+    path=st.lists(_component, min_size=1, max_size=3),
+    tag=st.one_of(st.none(), _tags),
+    digest=st.one_of(st.none(), st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True)),
+)
+def test_docker_sources_round_trip(
+    host: str, path: list[str], tag: str | None, digest: str | None
+) -> None:
+    repository = "/".join(path)
+    suffix = f"@{digest}" if digest else (f":{tag}" if tag else "")
+    ref = parse_source(f"docker://{host}/{repository}{suffix}")
+    assert (ref.host, ref.repository, ref.digest) == (host, repository, digest)
+    assert ref.tag == (None if digest else tag or "latest")
+    assert parse_source(str(ref)) == ref
+
+
+@given(st.text(max_size=40))
+def test_docker_parser_accepts_or_says_one_line(text: str) -> None:
+    try:
+        ref = parse_source("docker://" + text)
+    except UsageError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert ref.transport == "docker"
+        assert parse_source(str(ref)) == ref

@@ -1,9 +1,15 @@
 """Parse the source and destination references a user types.
 
-Sources follow skopeo's transports: ``oci:DIR[:TAG]`` and ``docker-archive:FILE[:TAG]``. As in
-skopeo, the path ends at the first ``:`` after the transport, so a path cannot contain ``:``.
-For ``docker-archive`` the part after that colon selects a ``RepoTags`` entry and may be a full
-``NAME:TAG`` (as ``skopeo copy … docker-archive:FILE:NAME:TAG`` writes it) or just the tag.
+Sources follow skopeo's transports: ``oci:DIR[:TAG]``, ``docker-archive:FILE[:TAG]`` and
+``docker://[HOST/]REPO[:TAG|@DIGEST]``. As in skopeo, a path ends at the first ``:`` after the
+transport, so a path cannot contain ``:``. For ``docker-archive`` the part after that colon
+selects a ``RepoTags`` entry and may be a full ``NAME:TAG`` (as ``skopeo copy …
+docker-archive:FILE:NAME:TAG`` writes it) or just the tag.
+
+A ``docker://`` reference is normalized as Docker does it: a first path component that holds a
+``.`` or a ``:``, or is ``localhost``, is the registry host; otherwise the host is Docker Hub
+(``docker.io``, served by ``registry-1.docker.io``) and a one-component repository gets the
+``library/`` prefix. Without a tag or digest the tag is ``latest``.
 
 Destinations are ``ecr-public:REPO[:TAG]``, ``ecr:REPO[:TAG]`` and the registry names users
 already know: ``public.ecr.aws/ALIAS/REPO[:TAG]`` and
@@ -24,8 +30,9 @@ from pathlib import Path
 from typing import Literal
 
 from layerhoist.errors import UsageError
+from layerhoist.image import DIGEST_PATTERN
 
-SourceTransport = Literal["oci", "docker-archive"]
+SourceTransport = Literal["oci", "docker-archive", "docker"]
 DestinationService = Literal["ecr-public", "ecr"]
 #: How a destination is written: ECR's layer API (one per service), an OCI image layout on
 #: disk, or an OCI registry through the distribution API.
@@ -53,16 +60,27 @@ DOCKER_NAME_PATTERN = re.compile(
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
 
-_SOURCE_FORMS = "oci:DIR[:TAG] or docker-archive:FILE[:TAG]"
-#: A registry host name with an optional port, as ``docker://HOST/REPO`` names it.
-REGISTRY_HOST_PATTERN = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]+)?")
-#: A repository of an OCI registry (the distribution spec's name grammar, lowercase).
-REGISTRY_REPOSITORY_PATTERN = re.compile(
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+#: Docker Hub as references name it, the names it is also known by, and the host serving its API.
+DOCKER_HUB = "docker.io"
+DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
+DOCKER_HUB_LIBRARY = "library/"
+DEFAULT_TAG = "latest"
+DOCKER_PREFIX = "docker://"
+OCI_PREFIX = "oci:"
+#: A registry host: DNS labels (or an IPv6 address in brackets) and an optional port, as
+#: distribution's reference grammar has it.
+REGISTRY_HOST_PATTERN = re.compile(
+    r"(?:(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+    r"(?:\.(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]))*|\[[0-9A-Fa-f:.]+\])"
+    r"(?::[0-9]{1,5})?"
 )
-DOCKER_TRANSPORT_PREFIX = "docker://"
-OCI_TRANSPORT_PREFIX = "oci:"
+#: One path component of a repository name in distribution's grammar.
+PATH_COMPONENT_PATTERN = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+#: distribution's limit on the length of ``HOST/REPOSITORY``.
+NAME_MAX_LENGTH = 255
 
+_SOURCE_FORMS = "oci:DIR[:TAG], docker-archive:FILE[:TAG] or docker://[HOST/]REPO[:TAG|@DIGEST]"
 _DESTINATION_FORMS = (
     "ecr-public:REPO[:TAG], ecr:REPO[:TAG], public.ecr.aws/ALIAS/REPO[:TAG] "
     "or ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]"
@@ -73,18 +91,43 @@ _DESTINATION_FORMS = (
 class SourceRef:
     """Where images come from.
 
-    ``tag`` is ``None`` for "every tagged image". For ``oci`` it is a tag (a
+    For the file transports ``path`` is the layout directory or archive, and ``tag`` is
+    ``None`` for "every tagged image". For ``oci`` it is a tag (a
     ``org.opencontainers.image.ref.name``); for ``docker-archive`` it selects a ``RepoTags``
     entry, either ``NAME:TAG`` or just the tag.
+
+    For ``docker`` ``path`` is ``None``; ``host`` is the registry as references name it
+    (``docker.io`` for Docker Hub), ``repository`` the normalized repository
+    (``library/alpine``), and exactly one of ``tag`` and ``digest`` is set.
     """
 
     transport: SourceTransport
-    path: Path
+    path: Path | None
     tag: str | None
+    host: str | None = None
+    repository: str | None = None
+    digest: str | None = None
 
     def __str__(self) -> str:
+        if self.transport == "docker":
+            reference = f"@{self.digest}" if self.digest is not None else f":{self.tag}"
+            return f"{DOCKER_PREFIX}{self.host}/{self.repository}{reference}"
         suffix = f":{self.tag}" if self.tag is not None else ""
         return f"{self.transport}:{self.path}{suffix}"
+
+    @property
+    def file_path(self) -> Path:
+        """The path of a file transport's layout or archive (``ValueError`` for ``docker``)."""
+        if self.path is None:
+            raise ValueError(f"{self} is not a file source")
+        return self.path
+
+    @property
+    def endpoint(self) -> str:
+        """The host serving the registry API: ``registry-1.docker.io`` for Docker Hub."""
+        if self.host is None:
+            raise ValueError(f"{self} is not a registry source")
+        return DOCKER_HUB_ENDPOINT if self.host == DOCKER_HUB else self.host
 
 
 @dataclass(frozen=True)
@@ -119,9 +162,9 @@ class DestinationRef:
     def __str__(self) -> str:
         suffix = f":{self.tag}" if self.tag is not None else ""
         if self.transport == "oci":
-            return f"{OCI_TRANSPORT_PREFIX}{self.path}{suffix}"
+            return f"{OCI_PREFIX}{self.path}{suffix}"
         if self.transport == "docker":
-            return f"{DOCKER_TRANSPORT_PREFIX}{self.host}/{self.repository}{suffix}"
+            return f"{DOCKER_PREFIX}{self.host}/{self.repository}{suffix}"
         if self.alias is not None:
             return f"{ECR_PUBLIC_HOST}/{self.alias}/{self.repository}{suffix}"
         if self.registry_id is not None and self.region is not None:
@@ -149,7 +192,9 @@ def split_name_tag(text: str) -> tuple[str | None, str]:
 
 
 def parse_source(text: str) -> SourceRef:
-    """Parse ``oci:DIR[:TAG]`` or ``docker-archive:FILE[:TAG]``."""
+    """Parse ``oci:DIR[:TAG]``, ``docker-archive:FILE[:TAG]`` or ``docker://…`` (see above)."""
+    if text.startswith(DOCKER_PREFIX):
+        return _parse_docker(text)
     name, sep, rest = text.partition(":")
     if not sep:
         raise UsageError(f"source {text!r} has no transport: expected {_SOURCE_FORMS}")
@@ -170,6 +215,64 @@ def parse_source(text: str) -> SourceRef:
     else:
         _check_archive_selector(tag, text)
     return SourceRef(transport, Path(path_text), tag)
+
+
+def _parse_docker(text: str) -> SourceRef:
+    """Parse and normalize ``docker://[HOST/]REPO[:TAG|@DIGEST]`` as Docker does."""
+    host, path, tag, digest = _registry_name(text, role="source", explicit_host=False)
+    if digest is None and tag is None:
+        tag = DEFAULT_TAG
+    return SourceRef("docker", None, tag, host=host, repository=path, digest=digest)
+
+
+def _registry_name(
+    text: str, *, role: str, explicit_host: bool
+) -> tuple[str, str, str | None, str | None]:
+    """``docker://[HOST/]REPO[:TAG|@DIGEST]`` as Docker normalizes it: host, path, tag, digest.
+
+    ``role`` (source or destination) names the reference in messages. With ``explicit_host``
+    the first component is the host and must be there (``docker://HOST/REPO``); without, it
+    is a host only when it looks like one, as Docker reads it.
+    """
+    rest = text.removeprefix(DOCKER_PREFIX)
+    name, at, digest = rest.partition("@")
+    if at and DIGEST_PATTERN.fullmatch(digest) is None:
+        raise UsageError(
+            f"invalid digest {digest!r} in {role} {text!r}: expected sha256:<64 lowercase hex>"
+        )
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag: str | None = None
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1 :]
+        if at:
+            raise UsageError(f"{role} {text!r} names both a tag and a digest: give one of them")
+        if not is_valid_tag(tag):
+            raise UsageError(f"invalid tag {tag!r} in {role} {text!r}")
+    if not name:
+        raise UsageError(f"{role} {text!r} has no repository: expected docker://[HOST/]REPO[:TAG]")
+    first, has_path, path = name.partition("/")
+    if explicit_host and (not has_path or not first):
+        raise UsageError(f"{role} {text!r} names no registry host: expected docker://HOST/REPO")
+    if has_path and (explicit_host or "." in first or ":" in first or first == "localhost"):
+        host = first
+        if REGISTRY_HOST_PATTERN.fullmatch(host) is None:
+            raise UsageError(f"invalid registry host {host!r} in {role} {text!r}")
+    else:
+        host, path = DOCKER_HUB, name
+    if host in DOCKER_HUB_ALIASES:
+        host = DOCKER_HUB
+        if "/" not in path:
+            path = DOCKER_HUB_LIBRARY + path
+    for component in path.split("/"):
+        if PATH_COMPONENT_PATTERN.fullmatch(component) is None:
+            raise UsageError(
+                f"invalid repository {path!r} in {role} {text!r}: use lowercase letters and "
+                "digits separated by '.', '_', '__', '-' or '/'"
+            )
+    if len(host) + 1 + len(path) > NAME_MAX_LENGTH:
+        raise UsageError(f"image name in {role} {text!r} is longer than {NAME_MAX_LENGTH}")
+    return host, path, tag, digest or None
 
 
 def _check_source_tag(tag: str, text: str) -> None:
@@ -197,7 +300,7 @@ def parse_destination(text: str) -> DestinationRef:
     """Parse one of the destination forms (see the module docstring)."""
     # Before the digest check: a directory name may hold an '@', and the tag check refuses
     # one after the path.
-    if text.startswith(OCI_TRANSPORT_PREFIX):
+    if text.startswith(OCI_PREFIX):
         return _parse_layout_destination(text)
     if "@" in text:
         raise UsageError(
@@ -232,7 +335,7 @@ def parse_destination(text: str) -> DestinationRef:
             registry_id=host_match["account"],
             region=host_match["region"],
         )
-    if text.startswith(DOCKER_TRANSPORT_PREFIX):
+    if text.startswith(DOCKER_PREFIX):
         return _parse_registry_destination(text)
     if "://" in text:
         raise UsageError(f"unsupported destination {text!r}: expected {_DESTINATION_FORMS}")
@@ -245,7 +348,7 @@ def parse_destination(text: str) -> DestinationRef:
 
 
 def _parse_layout_destination(text: str) -> DestinationRef:
-    path_text, has_tag, tag = text.removeprefix(OCI_TRANSPORT_PREFIX).partition(":")
+    path_text, has_tag, tag = text.removeprefix(OCI_PREFIX).partition(":")
     if not path_text:
         raise UsageError(f"destination {text!r} has an empty path: expected oci:DIR[:TAG]")
     if has_tag:
@@ -254,20 +357,9 @@ def _parse_layout_destination(text: str) -> DestinationRef:
 
 
 def _parse_registry_destination(text: str) -> DestinationRef:
-    host, slash, path = text.removeprefix(DOCKER_TRANSPORT_PREFIX).partition("/")
-    if not slash or REGISTRY_HOST_PATTERN.fullmatch(host) is None:
-        raise UsageError(
-            f"destination {text!r} names no registry host: expected docker://HOST/REPO[:TAG]"
-        )
-    name, last = split_name_tag(path)
-    repository, tag = (last, None) if name is None else (name, last)
-    if tag is not None:
-        _check_destination_tag(tag, text)
-    if REGISTRY_REPOSITORY_PATTERN.fullmatch(repository) is None:
-        raise UsageError(
-            f"invalid repository {repository!r} in {text!r}: use lowercase letters and digits "
-            "separated by '.', '_', '-' or '/'"
-        )
+    host, repository, tag, digest = _registry_name(text, role="destination", explicit_host=True)
+    if digest is not None:
+        raise UsageError(f"destination {text!r} names a digest: name a tag, or none")
     return DestinationRef("docker", repository, tag, host=host)
 
 

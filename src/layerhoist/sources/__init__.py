@@ -1,6 +1,6 @@
 """Sources: where images come from, each blob handed out as an async stream of chunks.
 
-Two transports, as skopeo names them:
+Three transports, as skopeo names them:
 
 * ``oci:DIR[:TAG]`` — an OCI image layout directory (``oci-layout``, ``index.json``,
   ``blobs/sha256/…``). Tags are the ``org.opencontainers.image.ref.name`` annotations of
@@ -9,6 +9,8 @@ Two transports, as skopeo names them:
   25+ and containerd write an OCI layout inside the tar, which is preferred when present; older
   Docker and skopeo write the legacy form (``manifest.json`` with ``Config``/``RepoTags``/
   ``Layers``), for which a Docker schema 2 manifest of the uncompressed layers is synthesized.
+* ``docker://[HOST/]REPO[:TAG|@DIGEST]`` — a registry, over the OCI distribution API
+  (:mod:`layerhoist.sources.registry`, built on :mod:`layerhoist.oci`).
 
 Without a tag, every tagged image is loaded; a source with a single untagged image yields it with
 tag ``None`` (the destination's tag then applies).
@@ -31,8 +33,16 @@ from layerhoist.image import Descriptor, Image
 from layerhoist.refs import SourceRef
 from layerhoist.sources.docker_archive import DockerArchiveSource
 from layerhoist.sources.oci_layout import OciLayoutSource
+from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
 
-__all__ = ["DockerArchiveSource", "OciLayoutSource", "Source", "open_source"]
+__all__ = [
+    "DockerArchiveSource",
+    "OciLayoutSource",
+    "RegistrySource",
+    "RegistrySourceOptions",
+    "Source",
+    "open_source",
+]
 
 
 class Source(Protocol):
@@ -56,8 +66,14 @@ class Source(Protocol):
         ...
 
 
-def open_source(ref: SourceRef) -> Source:
-    """The source for ``ref``. Nothing is read until :meth:`Source.load`."""
+def open_source(ref: SourceRef, *, registry: RegistrySourceOptions | None = None) -> Source:
+    """The source for ``ref``. Nothing is read until :meth:`Source.load`.
+
+    ``registry`` says how a ``docker://`` source is reached (credentials, TLS, all tags); the
+    file transports ignore it.
+    """
+    if ref.transport == "docker":
+        return RegistrySource(ref, registry)
     if ref.transport == "oci":
         return OciLayoutSource(ref)
     return DockerArchiveSource(ref)

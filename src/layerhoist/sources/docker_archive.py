@@ -134,13 +134,13 @@ class DockerArchiveSource(StoreSource):
 
     async def load(self) -> list[Image]:
         """The selected image (or every tagged image) of the archive, checked."""
-        path = anyio.Path(self.ref.path)
+        path = anyio.Path(self.ref.file_path)
         if not await path.exists():
             raise SourceError(f"{self.where}: no such file")
         if await path.is_dir():
             raise SourceError(f"{self.where}: is a directory, not a tar archive")
         if self._store is None:
-            self._store = await TarStore.open(self.ref.path, where=self.where)
+            self._store = await TarStore.open(self.ref.file_path, where=self.where)
         store = self._store
         if await store.size(OCI_INDEX_FILE) is not None:
             oci = OciLayoutReader(store, where=self.where)

@@ -172,12 +172,12 @@ class OciLayoutSource(StoreSource):
 
     async def load(self) -> list[Image]:
         """The tagged image (or every tagged image) of the layout, checked."""
-        root = anyio.Path(self.ref.path)
+        root = anyio.Path(self.ref.file_path)
         if not await root.exists():
             raise SourceError(f"{self.where}: no such directory")
         if not await root.is_dir():
             raise SourceError(f"{self.where}: not a directory")
-        store = DirectoryStore(self.ref.path)
+        store = DirectoryStore(self.ref.file_path)
         if await store.size(OCI_INDEX_FILE) is None:
             raise SourceError(f"{self.where}: no {OCI_INDEX_FILE}, so not an OCI image layout")
         self._store = store

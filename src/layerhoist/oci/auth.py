@@ -1,0 +1,190 @@
+"""Registry authentication: the ``WWW-Authenticate`` challenge, bearer tokens and Basic.
+
+A registry says how it wants to be spoken to in the 401 answer to any request:
+
+- ``Basic realm="…"``: every request carries the credentials as HTTP Basic.
+- ``Bearer realm="URL",service="S",scope="repository:NAME:pull"``: the client GETs ``URL``
+  with ``service`` and ``scope`` (and its credentials as Basic, when it has some) and receives
+  ``token`` or ``access_token`` with ``expires_in`` (:data:`DEFAULT_TOKEN_LIFETIME` when
+  absent). The token goes with every request of that scope until shortly before it expires.
+
+:class:`Authenticator` remembers the challenge, so after the first 401 every new scope gets its
+token before its first request; tokens are cached per scope, fetched once however many
+requests want one at the same time, and fetched again :attr:`AuthSettings.refresh_margin`
+before expiry (also in the middle of a long run). Tokens and passwords never appear in
+messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import anyio
+from yarl import URL
+
+from layerhoist.oci.credentials import Credentials
+from layerhoist.oci.errors import RegistryResponseError, parse_error_body
+
+#: The token lifetime the distribution token spec prescribes when ``expires_in`` is absent.
+DEFAULT_TOKEN_LIFETIME = 60.0
+_PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
+HTTP_OK = 200
+#: A token answer larger than this is not a token answer.
+MAX_TOKEN_ANSWER = 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthSettings:
+    """How tokens are kept."""
+
+    #: A token is fetched again this many seconds before it expires (at most half its
+    #: lifetime), so a request never leaves with a token that expires on the way.
+    refresh_margin: float = 10.0
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A parsed ``WWW-Authenticate`` header: the scheme (lowercase) and its parameters."""
+
+    scheme: str
+    params: dict[str, str]
+
+    @property
+    def realm(self) -> str | None:
+        """The token service URL (Bearer) or the protection space's name (Basic)."""
+        return self.params.get("realm")
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """Parse ``Scheme k="v",k2=v2``; ``None`` for an empty or unparsable header."""
+    scheme, _, rest = header.strip().partition(" ")
+    if not scheme:
+        return None
+    params: dict[str, str] = {}
+    for match in _PARAM.finditer(rest):
+        value = match[2]
+        if value.startswith('"'):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        params[match[1].lower()] = value
+    return Challenge(scheme.lower(), params)
+
+
+def basic_header(credentials: Credentials) -> str:
+    """The ``Authorization`` value of HTTP Basic for ``credentials``."""
+    pair = f"{credentials.username}:{credentials.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+@dataclass
+class _Token:
+    header: str
+    refresh_at: float
+
+
+class Authenticator:
+    """The ``Authorization`` header of each request to one registry, by scope.
+
+    ``session`` returns the HTTP session to fetch tokens with; ``clock`` is monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: str,
+        credentials: Credentials | None,
+        session: Callable[[], Awaitable[aiohttp.ClientSession]],
+        settings: AuthSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._registry = registry
+        self._credentials = credentials
+        self._session = session
+        self._settings = settings or AuthSettings()
+        self._clock = clock
+        self._challenge: Challenge | None = None
+        self._tokens: dict[str, _Token] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        #: Tokens fetched so far (the first and every refresh), for tests and reports.
+        self.tokens_fetched = 0
+
+    @property
+    def identity(self) -> str:
+        """Who requests are made as, for messages: ``as USER`` or ``anonymously``."""
+        return f"as {self._credentials.username}" if self._credentials else "anonymously"
+
+    @property
+    def scheme(self) -> str | None:
+        """``basic``, ``bearer``, or ``None`` while the registry has not challenged."""
+        return self._challenge.scheme if self._challenge else None
+
+    def learn(self, header: str | None) -> None:
+        """Remember the challenge of a 401 (or of the ``/v2/`` ping)."""
+        challenge = parse_challenge(header or "")
+        if challenge is not None and challenge.scheme in {"basic", "bearer"}:
+            self._challenge = challenge
+
+    def forget(self, scope: str) -> None:
+        """Drop the cached token of ``scope`` (the registry refused it)."""
+        self._tokens.pop(scope, None)
+
+    async def header(self, scope: str) -> str | None:
+        """The ``Authorization`` value for a request of ``scope``; ``None``: send none."""
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            return basic_header(self._credentials) if self._credentials else None
+        token = self._tokens.get(scope)
+        if token is not None and self._clock() < token.refresh_at:
+            return token.header
+        lock = self._locks.setdefault(scope, anyio.Lock())
+        async with lock:
+            # Another request of this scope may have fetched it while this one waited.
+            token = self._tokens.get(scope)
+            if token is None or self._clock() >= token.refresh_at:
+                token = await self._fetch(challenge, scope)
+                self._tokens[scope] = token
+            return token.header
+
+    async def _fetch(self, challenge: Challenge, scope: str) -> _Token:
+        realm = challenge.realm
+        if not realm:
+            raise RegistryResponseError(
+                what=f"{self._registry}: bearer challenge without a realm", status=401
+            )
+        query = {"scope": scope}
+        if "service" in challenge.params:
+            query["service"] = challenge.params["service"]
+        headers = {}
+        if self._credentials is not None:
+            headers["Authorization"] = basic_header(self._credentials)
+        what = f"token for {scope} from {URL(realm).with_query(None)} ({self.identity})"
+        session = await self._session()
+        started = self._clock()
+        async with session.get(URL(realm).update_query(query), headers=headers) as response:
+            body = await response.content.read(MAX_TOKEN_ANSWER)
+            if response.status != HTTP_OK:
+                raise RegistryResponseError(
+                    what=what,
+                    status=response.status,
+                    errors=parse_error_body(body),
+                    retry_after=response.headers.get("Retry-After"),
+                )
+        try:
+            answer = json.loads(body)
+            value = answer.get("token") or answer.get("access_token")
+            lifetime = float(answer.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError, ValueError):
+            value, lifetime = None, DEFAULT_TOKEN_LIFETIME
+        if not isinstance(value, str) or not value:
+            raise RegistryResponseError(what=f"{what}: answer without a token", status=502)
+        self.tokens_fetched += 1
+        margin = min(self._settings.refresh_margin, lifetime / 2)
+        # Counted from when the request left: the token's clock started no later than that.
+        return _Token(f"Bearer {value}", started + lifetime - margin)
