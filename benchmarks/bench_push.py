@@ -42,11 +42,10 @@ import xxhash
 
 from layerhoist.allocator import tune_malloc
 from layerhoist.bench.measure import measure_child
-from layerhoist.bench.targets import embedded_env
 from layerhoist.destinations.ecr.destination import EcrDestination
 from layerhoist.destinations.ecr.limits import BASE64_EXPANSION, PREFERRED_MAX_PART_SIZE
 from layerhoist.refs import parse_destination
-from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.registry.launcher import RegistryProcess, client_env
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 from layerhoist.units import MB, GiB, MiB
@@ -90,7 +89,7 @@ class Run:
 
 async def run_child(name: str, command: Sequence[str]) -> Run:
     """Run a client to completion and collect what it cost; its stderr only if it failed."""
-    _, usage = await measure_child(command, env=embedded_env(), stderr_on_failure=True)
+    _, usage = await measure_child(command, env=client_env(), stderr_on_failure=True)
     return Run(
         name=name,
         wall_seconds=usage.wall_seconds,

@@ -29,8 +29,7 @@ from typing import Any
 
 import anyio
 
-from layerhoist.bench.targets import embedded_env
-from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.registry.launcher import RegistryProcess, client_env
 from layerhoist.testing.synthetic import write_oci_layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +71,7 @@ async def measure(trees: Sequence[Path], runs: int) -> dict[str, dict[str, float
         async with RegistryProcess(data_dir=Path(tmp) / "registry") as registry:
             for index, tree in enumerate(trees):
                 _compile(tree)
-                env = {**embedded_env(), "PYTHONPATH": str(tree / "src")}
+                env = {**client_env(), "PYTHONPATH": str(tree / "src")}
                 layerhoist = f"{sys.executable} -m layerhoist"
                 push = (
                     f"{layerhoist} push oci:{layout} ecr-public:startup-{index}-"

@@ -36,8 +36,7 @@ from layerhoist.bench.measure import measure_child
 from layerhoist.bench.options import PROFILES
 from layerhoist.bench.plot import plot_comparison
 from layerhoist.bench.report import environment
-from layerhoist.bench.targets import embedded_env
-from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.registry.launcher import RegistryProcess, client_env
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.units import MB, GiB, MiB, parse_size
 
@@ -80,7 +79,7 @@ async def timed(tool: str, commands: Sequence[Sequence[str]]) -> tuple[Outcome, 
     ok = True
     outputs = []
     for command in commands:
-        output, usage = await measure_child(command, env=embedded_env())
+        output, usage = await measure_child(command, env=client_env())
         wall += usage.wall_seconds
         cpu += usage.cpu_seconds
         peak = max(peak, usage.peak_rss_bytes)

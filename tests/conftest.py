@@ -411,12 +411,3 @@ def distribution_htpasswd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     yield from _start_distribution(
         directory, required_tool("skopeo"), users={DISTRIBUTION_USER: DISTRIBUTION_PASSWORD}
     )
-
-
-@pytest.fixture
-def dummy_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Dummy AWS credentials from the environment; no shared config of the machine leaks in."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_SECRET_KEY)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))

@@ -22,7 +22,7 @@ from rich.console import Console
 from layerhoist.api import push
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import LayerhoistError
-from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.registry.launcher import RegistryProcess, client_env
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.pipeline import ProgressSink
 from layerhoist.transfer.progress import PlainProgress
@@ -34,10 +34,6 @@ IMAGES = 4
 LAYERS_PER_IMAGE = 3
 LAYER_SIZE = 12 * MiB
 REPOSITORY = "demo/app"
-DEMO_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "AKIDLAYERHOISTDEMO",
-    "AWS_SECRET_ACCESS_KEY": "layerhoist-demo",
-}
 
 
 async def _push(
@@ -107,11 +103,11 @@ async def _main(workdir: Path) -> int:
 
 def main() -> int:
     """Run the demo in a scratch directory that is removed afterwards."""
-    # The embedded registry runs without SigV4 verification; fixed demo keys keep
+    # The embedded registry runs without SigV4 verification; fixed dummy keys keep
     # whatever real AWS credentials the environment holds out of the demo entirely.
-    os.environ.update(DEMO_CREDENTIALS)
-    for variable in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        os.environ.pop(variable, None)
+    environment = client_env()
+    os.environ.clear()
+    os.environ.update(environment)
     try:
         with tempfile.TemporaryDirectory(prefix="layerhoist-demo-") as tmp:
             return anyio.run(_main, Path(tmp))

@@ -26,7 +26,7 @@ from layerhoist.oci import (
     head_manifest,
 )
 from layerhoist.refs import parse_source
-from layerhoist.sources import RegistrySource, RegistrySourceOptions
+from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 from registry_proxy import ProxyOptions, RegistryProxy

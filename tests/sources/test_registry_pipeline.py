@@ -18,13 +18,13 @@ from layerhoist.destinations import DestinationOptions
 from layerhoist.oci import ClientSettings
 from layerhoist.refs import parse_destination, parse_source
 from layerhoist.registry import EmbeddedRegistry
-from layerhoist.sources import RegistrySource, RegistrySourceOptions
+from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 from layerhoist.units import MiB
 from registry_proxy import ProxyOptions, RegistryProxy
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("dummy_aws_credentials")]
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("aws_credentials")]
 
 #: More than one 5 MiB part, so the pipeline's parts are cut from the stream.
 LAYER_SIZE = 6 * MiB

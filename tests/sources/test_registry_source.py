@@ -12,7 +12,8 @@ from layerhoist.image import OCI_INDEX, OCI_MANIFEST, Image
 from layerhoist.oci import ClientSettings
 from layerhoist.oci.errors import ImageNotFoundError
 from layerhoist.refs import parse_source
-from layerhoist.sources import RegistrySource, RegistrySourceOptions, open_source
+from layerhoist.sources import open_source
+from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 

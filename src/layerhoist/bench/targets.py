@@ -25,14 +25,12 @@ from layerhoist.destinations.ecr.errors import error_code
 from layerhoist.destinations.ecr.limits import api_region
 from layerhoist.refs import DestinationRef
 from layerhoist.registry.admin import STATS_PATH
-from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.registry.launcher import RegistryProcess, client_env
 
 #: Characters of the random id that keeps one run's scratch repositories apart from another's.
 RUN_ID_LENGTH = 8
 #: Credentials handed to clients of the embedded registry, which accepts any key: real ones
 #: must never be sent to it.
-DUMMY_ACCESS_KEY = "AKIDLAYERHOISTBENCH"
-DUMMY_SECRET_KEY = "layerhoist-bench"
 #: What deleting a scratch repository that is already gone answers: nothing left to do.
 NOT_FOUND = "RepositoryNotFoundException"
 #: A registry's counters (its admin statistics), its CPU seconds and its event loop's, each
@@ -67,18 +65,6 @@ class Target(Protocol):
         ...
 
 
-def embedded_env() -> dict[str, str]:
-    """This process's environment with dummy AWS credentials and no AWS configuration."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    env.update(
-        AWS_ACCESS_KEY_ID=DUMMY_ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=DUMMY_SECRET_KEY,
-        AWS_CONFIG_FILE=os.devnull,
-        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-    )
-    return env
-
-
 async def _admin_stats(session: aiohttp.ClientSession, endpoint: str) -> dict[str, Any] | None:
     try:
         async with session.get(endpoint.rstrip("/") + STATS_PATH) as response:
@@ -104,7 +90,7 @@ class EmbeddedTarget:
         self._session = session
         self.endpoint_url: str | None = registry.endpoint_url
         self.description = f"embedded registry, {profile.name} profile ({' '.join(args)})"
-        self.env = embedded_env()
+        self.env = client_env()
 
     def destination(self, name: str) -> str:
         """See :class:`Target`."""

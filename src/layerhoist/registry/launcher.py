@@ -7,6 +7,7 @@ worth of interpreter lock, and so their CPU time can be measured apart.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -23,6 +24,25 @@ READY_PREFIX = "listening on "
 START_TIMEOUT = 30.0
 #: How long a registry may take to exit after SIGTERM before it is killed.
 STOP_TIMEOUT = 10.0
+#: Keys for clients of a registry started without ``--credentials`` (it checks no signature).
+CLIENT_ACCESS_KEY = "AKIDLAYERHOISTLOCAL"
+CLIENT_SECRET_KEY = "layerhoist-local"
+
+
+def client_env() -> dict[str, str]:
+    """This process's environment for a client of such a registry: fixed dummy AWS keys.
+
+    Every ``AWS_*`` variable of the machine is left out and the AWS configuration files are
+    empty, so real credentials, profiles and session tokens never reach the local registry.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(
+        AWS_ACCESS_KEY_ID=CLIENT_ACCESS_KEY,
+        AWS_SECRET_ACCESS_KEY=CLIENT_SECRET_KEY,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    return env
 
 
 class RegistryProcess:

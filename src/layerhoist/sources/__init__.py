@@ -27,19 +27,19 @@ can share one archive descriptor, and no more than one chunk of a blob is held a
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from layerhoist.image import Descriptor, Image
 from layerhoist.refs import SourceRef
 from layerhoist.sources.docker_archive import DockerArchiveSource
 from layerhoist.sources.oci_layout import OciLayoutSource
-from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
+
+if TYPE_CHECKING:
+    from layerhoist.sources.registry import RegistrySourceOptions
 
 __all__ = [
     "DockerArchiveSource",
     "OciLayoutSource",
-    "RegistrySource",
-    "RegistrySourceOptions",
     "Source",
     "open_source",
 ]
@@ -73,6 +73,9 @@ def open_source(ref: SourceRef, *, registry: RegistrySourceOptions | None = None
     file transports ignore it.
     """
     if ref.transport == "docker":
+        # Imported here: a push from local files never loads the registry client.
+        from layerhoist.sources.registry import RegistrySource
+
         return RegistrySource(ref, registry)
     if ref.transport == "oci":
         return OciLayoutSource(ref)
