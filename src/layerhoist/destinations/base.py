@@ -8,7 +8,8 @@ importing the package that picks the transport.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from layerhoist.errors import UsageError
@@ -31,6 +32,13 @@ class DestinationOptions:
     profile: str | None = None
     registry_id: str | None = None
     create_repository: bool = False
+    #: ``USER[:PASS]`` for an OCI registry (``--dest-creds``); ``None``: the auth file.
+    credentials: str | None = field(default=None, repr=False)
+    #: The auth file to read registry credentials from (``--authfile``); ``None``:
+    #: ``REGISTRY_AUTH_FILE``, then ``~/.docker/config.json``.
+    authfile: Path | None = None
+    #: Check the registry's certificate; ``False`` also allows plain HTTP (``--dest-tls-verify``).
+    tls_verify: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
