@@ -7,6 +7,10 @@ Three commands, each run as a fresh process:
   own (so every run initiates, uploads, completes and puts the image): the fixed cost of a push,
   its transfer being a few hundred bytes.
 
+Beside them, once, what no push through the AWS SDK can go under: the interpreter starting with
+nothing imported, importing aioboto3 alone, and the sequential boto3 baseline
+(``baseline_boto3.py``) pushing the same image.
+
 ``--tree DIR`` (repeatable) runs the same commands with ``DIR/src`` first on ``PYTHONPATH``,
 so an older checkout (``git worktree add ../before REV``) is measured in the same run as this
 one; hyperfine is Debian's package of that name. Python writes no bytecode when
@@ -32,7 +36,11 @@ import anyio
 from layerhoist.registry.launcher import RegistryProcess, client_env
 from layerhoist.testing.synthetic import write_oci_layout
 
-REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = Path(__file__).resolve().parent
+REPO = BENCHMARKS.parent
+#: The row of what the commands cannot go under: ``python -c pass`` in the ``--version``
+#: column, importing aioboto3 alone in the ``--help`` one, the boto3 baseline's push.
+FLOOR = "floor (python -c pass; import aioboto3; boto3 baseline push)"
 #: Runs per command after the warm-up ones.
 RUNS = 15
 WARMUP = 2
@@ -62,8 +70,18 @@ def _compile(tree: Path) -> None:
     )
 
 
+def _per_run(command: str, *, env: dict[str, str], runs: int) -> float:
+    """Median seconds of ``command``, whose ``{run}`` is numbered afresh for every run."""
+    # hyperfine numbers the runs through a parameter list, one run per value; the first
+    # WARMUP runs are left out as warm-up.
+    scan = ",".join(str(n) for n in range(runs + WARMUP))
+    results = _hyperfine(["--runs=1", "--parameter-list", "run", scan, command], env=env)
+    times = sorted(float(result["median"]) for result in results[WARMUP:])
+    return times[len(times) // 2]
+
+
 async def measure(trees: Sequence[Path], runs: int) -> dict[str, dict[str, float]]:
-    """Median seconds of each command, per tree."""
+    """Median seconds of each command, per tree, and of the floor's commands."""
     figures: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         layout = Path(tmp) / "layout"
@@ -87,13 +105,23 @@ async def measure(trees: Sequence[Path], runs: int) -> dict[str, dict[str, float
                 ]
                 results = _hyperfine([f"--warmup={WARMUP}", f"--runs={runs}", *named], env=env)
                 medians = {result["command"]: float(result["median"]) for result in results}
-                # A repository per run: hyperfine numbers the runs through a parameter list,
-                # one run per value; the first WARMUP runs are left out as warm-up.
-                scan = ",".join(str(n) for n in range(runs + WARMUP))
-                pushes = _hyperfine(["--runs=1", "--parameter-list", "run", scan, push], env=env)
-                times = sorted(float(result["median"]) for result in pushes[WARMUP:])
-                medians["one-blob push"] = times[len(times) // 2]
+                # A repository per run, so that every run uploads.
+                medians["one-blob push"] = _per_run(push, env=env, runs=runs)
                 figures[str(tree)] = medians
+            env = client_env()
+            floor = {
+                "--version": f"{sys.executable} -c pass",
+                "--help": f"{sys.executable} -c 'import aioboto3'",
+            }
+            named = [arg for name, cmd in floor.items() for arg in (f"--command-name={name}", cmd)]
+            results = _hyperfine([f"--warmup={WARMUP}", f"--runs={runs}", *named], env=env)
+            medians = {result["command"]: float(result["median"]) for result in results}
+            baseline = (
+                f"{sys.executable} {BENCHMARKS / 'baseline_boto3.py'} --layout {layout} "
+                f"--endpoint-url {registry.endpoint_url} --repository startup-baseline-{{run}}"
+            )
+            medians["one-blob push"] = _per_run(baseline, env=env, runs=runs)
+            figures[FLOOR] = medians
     return figures
 
 
