@@ -30,6 +30,7 @@ import pytest
 from botocore.config import Config
 
 from layerhoist.registry import EmbeddedRegistry, RegistrySettings
+from layerhoist.registry.launcher import free_port
 
 #: The dummy credentials of every test. The secret is one no output could contain by
 #: chance, so a test can check that it never shows.
@@ -138,13 +139,6 @@ async def public_client(
 #: moto_server, installed in the same environment as the interpreter running the tests.
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 MOTO_START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """A local TCP port nothing listens on (at the time of asking)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_listening(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from conftest import free_port
+from layerhoist.registry.launcher import free_port
 
 #: Headers not forwarded either way: hop-by-hop, or rewritten by aiohttp itself.
 _HOP_HEADERS = frozenset(

@@ -17,11 +17,10 @@ import anyio
 import pytest
 
 from commands import FAILED, OK, one_line_error, push_cli
-from conftest import free_port
 from fakes import FullDisk
 from layerhoist.registry import EmbeddedRegistry, RegistrySettings
 from layerhoist.registry.admin import STATS_PATH
-from layerhoist.registry.launcher import RegistryProcess
+from layerhoist.registry.launcher import RegistryProcess, free_port
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.units import MiB
 

@@ -8,6 +8,7 @@ worth of interpreter lock, and so their CPU time can be measured apart.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,13 @@ STOP_TIMEOUT = 10.0
 #: Keys for clients of a registry started without ``--credentials`` (it checks no signature).
 CLIENT_ACCESS_KEY = "AKIDLAYERHOISTLOCAL"
 CLIENT_SECRET_KEY = "layerhoist-local"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at the time of asking, for a registry on a fixed port."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 def client_env() -> dict[str, str]:
