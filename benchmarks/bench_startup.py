@@ -62,6 +62,17 @@ def _hyperfine(options: Sequence[str], *, env: dict[str, str]) -> list[dict[str,
     return results
 
 
+def _label(tree: Path) -> str:
+    """A tree as its commit (and whether its work tree has changes), never as a path."""
+    head = subprocess.run(
+        ["git", "-C", str(tree), "describe", "--always", "--dirty"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return f"{head} (this tree)" if tree == REPO else head
+
+
 def _compile(tree: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(tree / "src")],
@@ -107,7 +118,7 @@ async def measure(trees: Sequence[Path], runs: int) -> dict[str, dict[str, float
                 medians = {result["command"]: float(result["median"]) for result in results}
                 # A repository per run, so that every run uploads.
                 medians["one-blob push"] = _per_run(push, env=env, runs=runs)
-                figures[str(tree)] = medians
+                figures[_label(tree)] = medians
             env = client_env()
             floor = {
                 "--version": f"{sys.executable} -c pass",
