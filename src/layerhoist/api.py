@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypedDict, Unpack, runtime_checkable
 
 import anyio
 
@@ -207,74 +207,39 @@ async def copy(
         await opened.aclose()
 
 
+class CopyKeywords(TypedDict, total=False):
+    """The keyword arguments of :func:`copy`, which its other forms pass on unchanged."""
+
+    config: PushConfig | None
+    options: DestinationOptions | None
+    progress: ProgressSink | None
+    source_options: RegistrySourceOptions | None
+    platforms: Sequence[Platform | str]
+
+
 def copy_sync(
-    source: str | SourceRef,
-    destination: str | DestinationRef,
-    *,
-    config: PushConfig | None = None,
-    options: DestinationOptions | None = None,
-    progress: ProgressSink | None = None,
-    source_options: RegistrySourceOptions | None = None,
-    platforms: Sequence[Platform | str] = (),
+    source: str | SourceRef, destination: str | DestinationRef, **keywords: Unpack[CopyKeywords]
 ) -> PushResult:
-    """Blocking form of :func:`copy`, for scripts."""
+    """Blocking form of :func:`copy`, for scripts; the same keyword arguments."""
 
     async def main() -> PushResult:
-        return await copy(
-            source,
-            destination,
-            config=config,
-            options=options,
-            progress=progress,
-            source_options=source_options,
-            platforms=platforms,
-        )
+        return await copy(source, destination, **keywords)
 
     return anyio.run(main)
 
 
 async def push(
-    source: str | SourceRef,
-    destination: str | DestinationRef,
-    *,
-    config: PushConfig | None = None,
-    options: DestinationOptions | None = None,
-    progress: ProgressSink | None = None,
-    source_options: RegistrySourceOptions | None = None,
-    platforms: Sequence[Platform | str] = (),
+    source: str | SourceRef, destination: str | DestinationRef, **keywords: Unpack[CopyKeywords]
 ) -> PushResult:
     """:func:`copy` under its former name, which existing callers use."""
-    return await copy(
-        source,
-        destination,
-        config=config,
-        options=options,
-        progress=progress,
-        source_options=source_options,
-        platforms=platforms,
-    )
+    return await copy(source, destination, **keywords)
 
 
 def push_sync(
-    source: str | SourceRef,
-    destination: str | DestinationRef,
-    *,
-    config: PushConfig | None = None,
-    options: DestinationOptions | None = None,
-    progress: ProgressSink | None = None,
-    source_options: RegistrySourceOptions | None = None,
-    platforms: Sequence[Platform | str] = (),
+    source: str | SourceRef, destination: str | DestinationRef, **keywords: Unpack[CopyKeywords]
 ) -> PushResult:
     """:func:`copy_sync` under its former name, which existing callers use."""
-    return copy_sync(
-        source,
-        destination,
-        config=config,
-        options=options,
-        progress=progress,
-        source_options=source_options,
-        platforms=platforms,
-    )
+    return copy_sync(source, destination, **keywords)
 
 
 def _targets(images: Sequence[Image], destination: DestinationRef) -> list[str | None]:
