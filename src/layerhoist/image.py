@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from layerhoist.errors import ManifestError
+from layerhoist.errors import ManifestError, UsageError
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -28,6 +28,19 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+OCI_LAYER_NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+
+#: Layer media types that registries must not be sent (Docker's foreign layers, OCI's
+#: deprecated non-distributable ones): their bytes live at the descriptor's ``urls``.
+NONDISTRIBUTABLE_TYPES = frozenset(
+    {
+        DOCKER_LAYER_FOREIGN,
+        "application/vnd.docker.image.rootfs.foreign.diff.tar",
+        OCI_LAYER_NONDISTRIBUTABLE,
+        OCI_LAYER_NONDISTRIBUTABLE + "+gzip",
+        OCI_LAYER_NONDISTRIBUTABLE + "+zstd",
+    }
+)
 
 #: Media types of a single-image manifest.
 IMAGE_MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
@@ -65,7 +78,8 @@ class Descriptor:
     """A reference to a blob or manifest: its media type, digest and size.
 
     ``platform`` (for an index's children) holds the string fields of the descriptor's
-    ``platform`` object: ``os``, ``architecture``, ``variant``, ``os.version``.
+    ``platform`` object: ``os``, ``architecture``, ``variant``, ``os.version``. ``urls`` are
+    where a non-distributable layer's bytes are served instead of the registry.
     """
 
     media_type: str
@@ -73,6 +87,16 @@ class Descriptor:
     size: int
     # Left out of the hash: a mapping is not hashable, and digest already identifies the blob.
     platform: Mapping[str, str] | None = field(default=None, hash=False)
+    urls: tuple[str, ...] = field(default=(), hash=False)
+
+    @property
+    def distributable(self) -> bool:
+        """Whether registries may hold this blob: not when it has ``urls`` or a foreign type.
+
+        Docker does not upload such layers (they are fetched from ``urls``); the manifest
+        still references them, so its bytes and digest stay as they are.
+        """
+        return not self.urls and self.media_type not in NONDISTRIBUTABLE_TYPES
 
     @property
     def platform_name(self) -> str | None:
@@ -123,8 +147,22 @@ class Image:
     manifest: Manifest
     children: tuple[Manifest, ...] = ()
 
+    #: The digest of the source's index when ``--platform`` cut this image's index from it
+    #: (the new index's bytes, and so its digest, differ); ``None`` otherwise.
+    source_digest: str | None = None
+
     def blobs(self) -> tuple[Descriptor, ...]:
-        """Config and layers of the manifest or of every child, once per digest, in order."""
+        """Config and layers to copy, of the manifest or of every child, once per digest.
+
+        Non-distributable layers are left out (:attr:`Descriptor.distributable`).
+        """
+        return tuple(d for d in self._all_blobs() if d.distributable)
+
+    def nondistributable_blobs(self) -> tuple[Descriptor, ...]:
+        """The layers referenced but not copied, because registries must not hold them."""
+        return tuple(d for d in self._all_blobs() if not d.distributable)
+
+    def _all_blobs(self) -> tuple[Descriptor, ...]:
         seen: dict[str, Descriptor] = {}
         for manifest in self.children if self.manifest.is_index else (self.manifest,):
             candidates = (manifest.config, *manifest.layers) if manifest.config else manifest.layers
@@ -231,7 +269,15 @@ def _descriptor(value: object, where: str, *, with_platform: bool = False) -> De
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ManifestError(f"{where} has invalid size {size!r}")
     platform = _platform(value.get("platform"), where) if with_platform else None
-    return Descriptor(media_type, digest, size, platform)
+    return Descriptor(media_type, digest, size, platform, _urls(value.get("urls"), where))
+
+
+def _urls(value: object, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(url, str) for url in value):
+        raise ManifestError(f"{where} has urls that are not a list of strings")
+    return tuple(value)
 
 
 def _platform(value: object, where: str) -> Mapping[str, str] | None:
@@ -241,3 +287,88 @@ def _platform(value: object, where: str) -> Mapping[str, str] | None:
         raise ManifestError(f"{where} has a platform that is not an object")
     fields = {key: item for key, item in value.items() if isinstance(item, str)}
     return MappingProxyType(fields)
+
+
+@dataclass(frozen=True)
+class Platform:
+    """A platform as ``--platform`` names it: ``OS/ARCH[/VARIANT]``.
+
+    Without a variant it matches every variant of ``OS/ARCH`` (``linux/arm`` takes ``v7``), as
+    ``docker pull --platform`` does.
+    """
+
+    os: str
+    architecture: str
+    variant: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        """Parse ``OS/ARCH[/VARIANT]``; :class:`ValueError` naming the expected form."""
+        parts = text.split("/")
+        if not 2 <= len(parts) <= 3 or not all(parts):
+            raise ValueError(f"platform {text!r} is not OS/ARCH[/VARIANT] (e.g. linux/arm64)")
+        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
+
+    def matches(self, platform: Mapping[str, str] | None) -> bool:
+        """Whether a descriptor's (or an image config's) ``platform`` fields are this one."""
+        if platform is None:
+            return False
+        if (platform.get("os"), platform.get("architecture")) != (self.os, self.architecture):
+            return False
+        return self.variant is None or platform.get("variant") == self.variant
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p is not None)
+
+
+def platform_name(platform: Mapping[str, str]) -> str:
+    """``os/architecture[/variant]`` of a ``platform`` object (``?`` for what is missing)."""
+    return Descriptor("", "", 0, platform).platform_name or "?"
+
+
+def select_platforms(image: Image, platforms: Sequence[Platform]) -> Image:
+    """``image`` with only the children of its index that run on one of ``platforms``.
+
+    The children's bytes are kept; a new index lists them (every other field of the source's
+    index kept), so its digest differs from the source's, which :attr:`Image.source_digest`
+    records. When every child is chosen the image is returned as it is. A platform that no
+    child has is a :class:`~layerhoist.errors.UsageError` listing the platforms there are.
+    Single images are checked with :func:`check_image_platform` instead.
+    """
+    if not image.manifest.is_index:
+        raise ValueError("select_platforms needs an index; see check_image_platform")
+    entries = image.manifest.manifests
+    available = [entry.platform_name or short_digest(entry.digest) for entry in entries]
+    for wanted in platforms:
+        if not any(wanted.matches(entry.platform) for entry in entries):
+            raise UsageError(
+                f"{image.name}: no platform {wanted} in its index; it has "
+                f"{', '.join(available) or 'none'}"
+            )
+    keep = [any(w.matches(entry.platform) for w in platforms) for entry in entries]
+    if all(keep):
+        return image
+    document = json.loads(image.manifest.raw)
+    entries_json = document["manifests"]
+    document["manifests"] = [item for item, kept in zip(entries_json, keep, strict=True) if kept]
+    raw = json.dumps(document, indent=2).encode()
+    manifest = parse_manifest(raw, media_type=image.manifest.media_type)
+    children = tuple(child for child, kept in zip(image.children, keep, strict=True) if kept)
+    return Image(image.tag, manifest, children, source_digest=image.manifest.digest)
+
+
+def check_image_platform(image: Image, config: bytes, platforms: Sequence[Platform]) -> None:
+    """Raise :class:`~layerhoist.errors.UsageError` unless the single ``image`` (whose config
+    blob is ``config``) runs on one of ``platforms``, naming the platform it has."""
+    try:
+        document = json.loads(config)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{image.name}: its config is not valid JSON: {exc}") from exc
+    fields = document if isinstance(document, dict) else {}
+    platform = {k: v for k, v in fields.items() if isinstance(v, str)}
+    if not any(wanted.matches(platform) for wanted in platforms):
+        wanted_names = ", ".join(str(p) for p in platforms)
+        raise UsageError(
+            f"{image.name} is a single {platform_name(platform)} image, "
+            f"not {wanted_names} (--platform)"
+        )

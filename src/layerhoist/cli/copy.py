@@ -12,17 +12,20 @@ import argparse
 import gc
 import json
 import sys
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
 from layerhoist.cli import argtypes
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import UsageError
 from layerhoist.exits import EXIT_FAILED, EXIT_OK
+from layerhoist.refs import DOCKER_PREFIX
 from layerhoist.transfer.config import Pacing, PushConfig
 from layerhoist.units import format_bytes
 
 if TYPE_CHECKING:
+    from layerhoist.sources.registry import RegistrySourceOptions
     from layerhoist.transfer.pipeline import ProgressSink
     from layerhoist.transfer.report import PushResult
 
@@ -30,7 +33,10 @@ if TYPE_CHECKING:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``copy`` (and ``push``) to ``parser``."""
     defaults = PushConfig()
-    parser.add_argument("source", help="oci:DIR[:TAG] or docker-archive:FILE[:TAG]")
+    parser.add_argument(
+        "source",
+        help="oci:DIR[:TAG], docker-archive:FILE[:TAG] or docker://[HOST/]REPO[:TAG|@DIGEST]",
+    )
     parser.add_argument(
         "destination",
         help="ecr-public:REPO[:TAG], ecr:REPO[:TAG], public.ecr.aws/ALIAS/REPO[:TAG], "
@@ -81,8 +87,66 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--create-repo", action="store_true", help="create the repository if missing"
     )
+    _registry_options(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def _registry_options(parser: argparse.ArgumentParser) -> None:
+    """The options named as skopeo names them: how registries are reached, what is copied."""
+    parser.add_argument(
+        "--src-creds", metavar="USER[:PASS]", help="credentials of a docker:// source"
+    )
+    parser.add_argument(
+        "--dest-creds", metavar="USER[:PASS]", help="credentials of a docker:// destination"
+    )
+    parser.add_argument(
+        "--authfile",
+        type=Path,
+        help="registry auth file (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json)",
+    )
+    for side in ("src", "dest"):
+        parser.add_argument(
+            f"--{side}-tls-verify",
+            type=argtypes.boolean,
+            nargs="?",
+            const=True,
+            default=True,
+            metavar="true|false",
+            help=f"check the {side} registry's certificate; =false also allows plain HTTP "
+            "(default true)",
+        )
+    parser.add_argument(
+        "--all-tags", action="store_true", help="copy every tag of a docker:// source repository"
+    )
+    parser.add_argument(
+        "--platform",
+        type=argtypes.platform,
+        action="append",
+        default=[],
+        metavar="OS/ARCH[/VARIANT]",
+        help="copy only this platform of an index (repeatable; default: every platform)",
+    )
+
+
+def _source_options(args: argparse.Namespace, config: PushConfig) -> RegistrySourceOptions | None:
+    """How a ``docker://`` source is reached; ``None`` for a file source (nothing to load)."""
+    if not args.source.startswith(DOCKER_PREFIX):
+        if args.all_tags:
+            raise UsageError("--all-tags needs a docker:// source")
+        return None
+    # Imported only for a registry source: a copy from files never loads the HTTP client.
+    from layerhoist.oci.client import ClientSettings
+    from layerhoist.oci.credentials import parse_credentials
+    from layerhoist.sources.registry import RegistrySourceOptions
+
+    return RegistrySourceOptions(
+        credentials=parse_credentials(args.src_creds) if args.src_creds is not None else None,
+        auth_file=args.authfile,
+        all_tags=args.all_tags,
+        client=ClientSettings(tls_verify=args.src_tls_verify),
+        config=config,
+    )
 
 
 def _progress(args: argparse.Namespace) -> ProgressSink | None:
@@ -109,16 +173,22 @@ async def _run_copy(args: argparse.Namespace, config: PushConfig) -> PushResult:
         profile=args.profile,
         registry_id=args.registry_id,
         create_repository=args.create_repo,
+        credentials=args.dest_creds,
+        authfile=args.authfile,
+        tls_verify=args.dest_tls_verify,
     )
+    source_options = _source_options(args, config)
     progress = _progress(args)
-    if isinstance(progress, AbstractContextManager):
-        with progress:
-            return await copy(
-                args.source, args.destination, config=config, options=options, progress=progress
-            )
-    return await copy(
-        args.source, args.destination, config=config, options=options, progress=progress
-    )
+    with progress if isinstance(progress, AbstractContextManager) else nullcontext():
+        return await copy(
+            args.source,
+            args.destination,
+            config=config,
+            options=options,
+            progress=progress,
+            source_options=source_options,
+            platforms=args.platform,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,5 +215,7 @@ def run(args: argparse.Namespace) -> int:
     for image in result.images:
         if image.status != "pushed":
             print(f"layerhoist: error: {image.error}", file=sys.stderr)
+    if result.stopped is not None:
+        print(f"layerhoist: error: {result.stopped}", file=sys.stderr)
     print(result.summary(), file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_FAILED

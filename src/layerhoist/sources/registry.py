@@ -14,6 +14,11 @@ transport's classifier (:func:`layerhoist.oci.errors.classifier`), with the atte
 retry time and budget of the run's :class:`~layerhoist.transfer.config.PushConfig`. The first
 request (the ``/v2/`` ping) gets its attempts only: a registry that never answered is more
 likely misnamed than restarting. Errors are one line naming the registry, repository and tag.
+
+Docker Hub announces its pull limit on manifest GETs (:mod:`layerhoist.oci.ratelimit`). Once
+the pulls left are at or below ``pull_limit_reserve``, no further manifest GET is started:
+:class:`PullLimitReached` says how long the limit's window is. With ``all_tags`` the images
+loaded before then are copied and :attr:`RegistrySource.stopped` says why the rest are not.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import TypeVar
 
 import anyio
 
-from layerhoist.errors import LayerhoistError, ManifestError
+from layerhoist.errors import LayerhoistError, ManifestError, SourceError
 from layerhoist.image import MANIFEST_TYPES, Descriptor, Image, Manifest, short_digest
 from layerhoist.oci.blob import BlobReader, BlobStats
 from layerhoist.oci.client import ClientSettings, RegistryClient
@@ -42,6 +47,16 @@ from layerhoist.transfer.retry import Backoff, RetryBudget, RetryEvent, retry_ca
 from layerhoist.transfer.verdicts import to_user_error
 
 R = TypeVar("R")
+
+#: Docker Hub pulls left unused when a run stops for the pull limit: enough for the person
+#: whose quota it is to still pull an image (one per platform) instead of meeting 429s.
+PULL_LIMIT_RESERVE = 2
+SECONDS_PER_HOUR = 3600
+SECONDS_PER_MINUTE = 60
+
+
+class PullLimitReached(SourceError):
+    """The source registry's pull limit is (nearly) used up; no more manifests are pulled."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +74,13 @@ class RegistrySourceOptions:
     #: The run's settings: their ``part_attempts``, ``backoff_*``, ``retry_for`` and
     #: ``retry_budget`` govern the retries of every request to the registry.
     config: PushConfig = field(default_factory=PushConfig)
+    #: Stop starting manifest pulls once the registry's ``ratelimit-remaining`` is at or
+    #: below this (Docker Hub; default :data:`PULL_LIMIT_RESERVE`).
+    pull_limit_reserve: int = PULL_LIMIT_RESERVE
+
+    def __post_init__(self) -> None:
+        if self.pull_limit_reserve < 0:
+            raise ValueError(f"pull_limit_reserve must be >= 0, got {self.pull_limit_reserve}")
 
 
 class RegistrySource:
@@ -91,6 +113,8 @@ class RegistrySource:
         self._rng = rng
         self._client: RegistryClient | None = None
         self._manifests: dict[str, Manifest] = {}
+        #: Why loading stopped before every tag was loaded (the pull limit), or ``None``.
+        self.stopped: str | None = None
 
     @property
     def rate_limit(self) -> RateLimit | None:
@@ -125,7 +149,17 @@ class RegistrySource:
                 lambda: list_tags(client, self.repository, where=f"{self._where} (tags)"),
                 subject=self._where,
             )
-            return [await self._image(tag, tag) for tag in tags]
+            images: list[Image] = []
+            for tag in tags:
+                try:
+                    images.append(await self._image(tag, tag))
+                except PullLimitReached as exc:
+                    if not images:
+                        raise
+                    # What was pulled is copied; the rest waits for the window to reset.
+                    self.stopped = f"{exc} ({len(tags) - len(images)} of {len(tags)} tags left)"
+                    break
+            return images
         if ref.digest is not None:
             return [await self._image(ref.digest, None)]
         assert ref.tag is not None  # a docker reference has a tag or a digest
@@ -159,11 +193,30 @@ class RegistrySource:
         if cached is not None:
             return cached
         client = self.client
+        self._check_pull_limit(label)
         manifest = await self._retry(
             lambda: get_manifest(client, self.repository, reference, where=label), subject=label
         )
         self._manifests[manifest.digest] = manifest
         return manifest
+
+    def _check_pull_limit(self, label: str) -> None:
+        """Raise :class:`PullLimitReached` before a manifest GET that the limit cannot spare."""
+        limit = self.rate_limit
+        reserve = self.options.pull_limit_reserve
+        if limit is None or limit.remaining > reserve:
+            return
+        of = f" of {limit.limit}" if limit.limit is not None else ""
+        window = (
+            f"its window is {_hours_minutes(limit.window)} (w={limit.window}), so pulls come "
+            f"back within that"
+            if limit.window is not None
+            else "the registry did not say when it resets"
+        )
+        raise PullLimitReached(
+            f"{label}: stopped before pulling: the pull limit has {limit.remaining}{of} pulls "
+            f"left (keeping {reserve}); {window}"
+        )
 
     def blob_chunks(
         self, descriptor: Descriptor, *, offset: int = 0, chunk_size: int
@@ -251,3 +304,9 @@ async def _next_piece(
             return rechunker.take_rest()
         rechunker.add(data)
     return piece
+
+
+def _hours_minutes(seconds: int) -> str:
+    hours, rest = divmod(seconds, SECONDS_PER_HOUR)
+    minutes = rest // SECONDS_PER_MINUTE
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {rest % SECONDS_PER_MINUTE:02d}s"

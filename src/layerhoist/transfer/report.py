@@ -43,6 +43,9 @@ class ImageOutcome:
     status: ImageStatus = "failed"
     blobs: list[str] = field(default_factory=list)
     error: str | None = None
+    #: The source's index digest when ``--platform`` wrote a new index (``digest``) of a
+    #: subset of its children; ``None`` when the manifest was copied as it is.
+    source_digest: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -59,11 +62,20 @@ class PushResult:
     requests: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
     #: The most layer bytes held in memory at once (the memory budget's peak).
     memory_peak: int = 0
+    #: Source blob streams continued with ``Range`` where they broke (a registry source).
+    source_resumes: int = 0
+    #: Source blob streams sent again from byte 0 by a registry that ignored ``Range``.
+    source_restarts: int = 0
+    #: Docker Hub pulls left as the source last announced (``None``: not announced).
+    pull_limit_remaining: int | None = None
+    #: Why the source stopped starting manifest pulls (its pull limit), when it did: the
+    #: images after that point were not copied.
+    stopped: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when every image landed."""
-        return all(image.status == "pushed" for image in self.images)
+        """True when every image landed and the source was not stopped early."""
+        return self.stopped is None and all(image.status == "pushed" for image in self.images)
 
     @property
     def bytes_uploaded(self) -> int:
@@ -89,11 +101,29 @@ class PushResult:
         retries = f"{len(self.retries)} retries" + (f" ({causes})" if causes else "")
         if self.longest_retry_seconds >= 1:
             retries += f", failing for up to {self.longest_retry_seconds:.0f}s"
-        return (
+        line = (
             f"{pushed}/{len(self.images)} images pushed, {uploaded} blobs uploaded, "
             f"{present} already present, {format_bytes(self.bytes_uploaded)} in "
             f"{self.seconds:.1f}s ({format_bytes(rate)}/s), {retries}"
         )
+        return "".join([line, *self._source_notes()])
+
+    def _source_notes(self) -> list[str]:
+        """Clauses of the summary about the source, each present only when it says something."""
+        notes = []
+        if self.source_resumes or self.source_restarts:
+            notes.append(
+                f", source streams resumed {self.source_resumes}, restarted {self.source_restarts}"
+            )
+        if self.pull_limit_remaining is not None:
+            notes.append(f", {self.pull_limit_remaining} Docker Hub pulls left")
+        for image in self.images:
+            if image.source_digest is not None:
+                notes.append(
+                    f"; {image.destination}: new index {image.digest} "
+                    f"(differs from the source's {image.source_digest}: --platform)"
+                )
+        return notes
 
     def to_json(self) -> dict[str, Any]:
         """A machine-readable report (the CLI's ``--json``)."""
@@ -105,6 +135,12 @@ class PushResult:
             "bytes_uploaded": self.bytes_uploaded,
             "memory_peak": self.memory_peak,
             "requests": self.requests,
+            "source_streams": {
+                "resumed": self.source_resumes,
+                "restarted": self.source_restarts,
+            },
+            "pull_limit_remaining": self.pull_limit_remaining,
+            "stopped": self.stopped,
             "images": [dataclasses.asdict(image) for image in self.images],
             "blobs": [dataclasses.asdict(blob) for blob in self.blobs],
             "retries": {
