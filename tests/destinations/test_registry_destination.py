@@ -13,8 +13,10 @@ import anyio
 import pytest
 
 import layerhoist
-from conftest import Distribution
+from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER, Distribution
 from layerhoist.destinations import DestinationOptions
+from layerhoist.errors import CredentialsError
+from layerhoist.image import sha256_digest
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 from layerhoist.units import MiB
@@ -67,3 +69,65 @@ async def test_single_image_lands_and_skopeo_reads_it(
     again = await layerhoist.copy(f"oci:{layout}:v1", target, config=FAST, options=PLAIN_HTTP)
     assert again.ok
     assert {blob.status for blob in again.blobs} == {"present"}
+
+
+async def test_multi_arch_index_lands_children_first(
+    distribution: Distribution, skopeo: str, tmp_path: Path
+) -> None:
+    layout = tmp_path / "layout"
+    write_oci_layout(
+        layout, images=1, layers_per_image=1, layer_size=SMALL_LAYER, multiarch=True, seed=7
+    )
+    target = f"docker://{distribution.host}/multi/app"
+    result = await layerhoist.copy(f"oci:{layout}:v1", target, config=FAST, options=PLAIN_HTTP)
+    assert result.ok, result
+    raw = (
+        await anyio.run_process([skopeo, "inspect", "--raw", "--tls-verify=false", f"{target}:v1"])
+    ).stdout
+    assert sha256_digest(raw) == layout_digest(layout, "v1")
+    await skopeo_copy_out(skopeo, f"{target}:v1", tmp_path / "out")
+
+
+async def test_basic_auth_right_and_wrong(
+    distribution_htpasswd: Distribution, skopeo: str, tmp_path: Path
+) -> None:
+    layout = tmp_path / "layout"
+    write_oci_layout(layout, images=1, layers_per_image=1, layer_size=SMALL_LAYER, seed=3)
+    target = f"docker://{distribution_htpasswd.host}/auth/app"
+    right = DestinationOptions(
+        tls_verify=False, credentials=f"{DISTRIBUTION_USER}:{DISTRIBUTION_PASSWORD}"
+    )
+    assert (await layerhoist.copy(f"oci:{layout}:v1", target, config=FAST, options=right)).ok
+    wrong_password = "not-the-password-42"
+    wrong = DestinationOptions(
+        tls_verify=False, credentials=f"{DISTRIBUTION_USER}:{wrong_password}"
+    )
+    with pytest.raises(CredentialsError) as info:
+        await layerhoist.copy(f"oci:{layout}:v1", target, config=FAST, options=wrong)
+    message = str(info.value)
+    assert "\n" not in message and wrong_password not in message
+    assert distribution_htpasswd.host in message and "auth/app" in message
+
+
+async def test_a_corrupt_source_blob_is_named_and_not_tagged(
+    distribution: Distribution, skopeo: str, tmp_path: Path
+) -> None:
+    layout = tmp_path / "layout"
+    write_oci_layout(layout, images=1, layers_per_image=1, layer_size=SMALL_LAYER, seed=11)
+    manifest = json.loads(
+        (layout / "blobs" / "sha256" / layout_digest(layout, "v1").split(":")[1]).read_bytes()
+    )
+    layer = manifest["layers"][0]["digest"]
+    path = layout / "blobs" / "sha256" / layer.split(":")[1]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    target = f"docker://{distribution.host}/corrupt/app"
+    result = await layerhoist.copy(f"oci:{layout}:v1", target, config=FAST, options=PLAIN_HTTP)
+    assert not result.ok
+    (image,) = result.images
+    assert image.error is not None and layer in image.error
+    done = await anyio.run_process(
+        [skopeo, "inspect", "--tls-verify=false", f"{target}:v1"], check=False
+    )
+    assert done.returncode != 0

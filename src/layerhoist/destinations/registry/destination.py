@@ -42,7 +42,7 @@ from layerhoist.destinations.registry.upload import (
 from layerhoist.image import Descriptor, Manifest, short_digest
 from layerhoist.oci.client import ClientSettings, RegistryClient
 from layerhoist.oci.credentials import find_credentials, parse_credentials
-from layerhoist.oci.push import blob_exists, open_upload, put_manifest
+from layerhoist.oci.push import blob_exists, open_upload, push_scope, put_manifest
 from layerhoist.refs import DOCKER_HUB, DOCKER_HUB_ENDPOINT, DOCKER_PREFIX, DestinationRef
 from layerhoist.transfer.config import PushConfig
 from layerhoist.transfer.metrics import RequestMetrics
@@ -137,7 +137,9 @@ class RegistryDestination:
         try:
             if self._tasks is not None:
                 self._tasks.cancel_scope.cancel()
-                await self._tasks.__aexit__(exc_type, exc, tb)
+                # The body's own exception is not the task group's: its tasks keep theirs, so
+                # passing it on would only wrap it in an exception group.
+                await self._tasks.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.client.aclose()
@@ -157,8 +159,21 @@ class RegistryDestination:
         self._known.add(self.host, self.repository, digest)
 
     async def prepare(self, *, create: bool) -> None:
-        """Ping ``/v2/`` (scheme and challenge); a registry creates repositories on push."""
-        await timed(self.metrics, "Ping", self.client.ping)
+        """Ping ``/v2/`` and, when the registry asks for credentials, try them there once.
+
+        A registry creates a repository on its first push, so ``create`` changes nothing.
+        Checking the credentials here stops a run with wrong ones before any blob is read.
+        """
+        client = self.client
+        await timed(self.metrics, "Ping", client.ping)
+        if client.auth.scheme is not None:
+            await timed(self.metrics, "Ping", lambda: self._authenticated_ping(client))
+
+    async def _authenticated_ping(self, client: RegistryClient) -> None:
+        async with await client.send(
+            "GET", "/v2/", scope=push_scope(self.repository), what="login"
+        ):
+            pass
 
     async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         """The ``digests`` the repository lacks, after mounting those another one holds."""
