@@ -131,3 +131,7 @@ async def test_a_corrupt_source_blob_is_named_and_not_tagged(
         [skopeo, "inspect", "--tls-verify=false", f"{target}:v1"], check=False
     )
     assert done.returncode != 0
+    # The streamed PUT of the corrupt blob was cut before its end: the registry kept nothing.
+    hex_digest = layer.split(":")[1]
+    stored = distribution.root / "docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest
+    assert not stored.exists()
