@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sized
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sized
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -67,6 +67,33 @@ class UploadContext:
     quirks: Counter[str]
     #: Called with the digest once a blob landed (to remember it for mounts).
     landed: Callable[[str], None]
+
+    def blob_where(self, digest: str) -> str:
+        """``docker://HOST/REPO: blob sha256:…``, for messages."""
+        return f"{self.where}: blob {short_digest(digest)}"
+
+    async def put_blob(
+        self, location: URL, digest: str, data: bytes | AsyncIterable[bytes]
+    ) -> None:
+        """The final ``PUT ?digest=`` of an upload, timed as ``PutBlob``."""
+        await timed(
+            self.metrics,
+            "PutBlob",
+            lambda: put_blob(
+                self.client,
+                self.repository,
+                location,
+                digest=digest,
+                data=data,
+                where=self.blob_where(digest),
+            ),
+        )
+
+
+def check_commit(upload_digest: str, digest: str) -> None:
+    """An upload is committed as the digest it was started for, or it is a bug."""
+    if digest != upload_digest:
+        raise ValueError(f"the upload of {upload_digest} cannot be committed as {digest}")
 
 
 def _payload(part: Part) -> bytes:
@@ -128,8 +155,7 @@ class StreamedUpload:
 
     async def commit(self, digest: str) -> None:
         """End the body and wait for the registry's answer; it checks ``digest`` itself."""
-        if digest != self._digest:
-            raise ValueError(f"the upload of {self._digest} cannot be committed as {digest}")
+        check_commit(self._digest, digest)
         if self._landed:
             return
         self._start()
@@ -157,25 +183,13 @@ class StreamedUpload:
     def _broken(self) -> UploadBroken:
         cause = self._error or UploadAbandoned("the upload was abandoned")
         return UploadBroken(
-            f"{self._context.where}: the upload of blob {short_digest(self._digest)} broke",
+            f"{self._context.blob_where(self._digest)}: the upload broke",
             cause=cause,
         )
 
     async def _put(self) -> None:
-        context = self._context
         try:
-            await timed(
-                context.metrics,
-                "PutBlob",
-                lambda: put_blob(
-                    context.client,
-                    context.repository,
-                    self._location,
-                    digest=self._digest,
-                    data=self._body(),
-                    where=f"{context.where}: blob {short_digest(self._digest)}",
-                ),
-            )
+            await self._context.put_blob(self._location, self._digest, self._body())
         except Exception as exc:
             self._error = exc
         finally:
@@ -203,7 +217,6 @@ class ChunkedUpload:
         self._context = context
         self._location = location
         self._digest = digest
-        self._where = f"{context.where}: blob {short_digest(digest)}"
         self._landed = False
 
     def encode(self, first_byte: int, data: bytes) -> Sized:
@@ -225,7 +238,7 @@ class ChunkedUpload:
                 self._location,
                 first_byte=part.first_byte,
                 data=data,
-                where=self._where,
+                where=context.blob_where(self._digest),
             ),
         )
         if patched.created:
@@ -240,25 +253,12 @@ class ChunkedUpload:
 
     async def commit(self, digest: str) -> None:
         """Close the session as ``digest`` (a retry after it landed is a success)."""
-        if digest != self._digest:
-            raise ValueError(f"the upload of {self._digest} cannot be committed as {digest}")
+        check_commit(self._digest, digest)
         if self._landed:
             return
-        context = self._context
-        await timed(
-            context.metrics,
-            "PutBlob",
-            lambda: put_blob(
-                context.client,
-                context.repository,
-                self._location,
-                digest=digest,
-                data=b"",
-                where=self._where,
-            ),
-        )
+        await self._context.put_blob(self._location, digest, b"")
         self._landed = True
-        context.landed(digest)
+        self._context.landed(digest)
 
     def abort(self) -> None:
         """Nothing to close: the registry expires sessions it hears no more of."""
