@@ -42,6 +42,7 @@ from layerhoist.destinations.registry.upload import (
 from layerhoist.image import Descriptor, Manifest, short_digest
 from layerhoist.oci.client import ClientSettings, RegistryClient
 from layerhoist.oci.credentials import find_credentials, parse_credentials
+from layerhoist.oci.errors import RegistryResponseError
 from layerhoist.oci.push import blob_exists, open_upload, push_scope, put_manifest
 from layerhoist.refs import DOCKER_HUB, DOCKER_HUB_ENDPOINT, DOCKER_PREFIX, DestinationRef
 from layerhoist.transfer.config import PushConfig
@@ -205,13 +206,18 @@ class RegistryDestination:
         if not self.settings.mount or not holders or digest in self._sessions:
             return False
         where = f"{self.description}: blob {short_digest(digest)} (mount from {holders[0]})"
-        opened = await timed(
-            self.metrics,
-            "MountBlob",
-            lambda: open_upload(
-                self.client, self.repository, where=where, mount=(digest, holders[0])
-            ),
-        )
+        try:
+            opened = await timed(
+                self.metrics,
+                "MountBlob",
+                lambda: open_upload(
+                    self.client, self.repository, where=where, mount=(digest, holders[0])
+                ),
+            )
+        except RegistryResponseError:
+            # A mount is an optimisation: a registry that refuses it (no read access to the
+            # other repository, mounting off) still takes the blob as an upload.
+            return False
         if opened.mounted:
             self.mounted.append(digest)
             self._known.add(self.host, self.repository, digest)
