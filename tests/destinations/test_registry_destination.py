@@ -20,6 +20,7 @@ from layerhoist.image import sha256_digest
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 from layerhoist.units import MiB
+from registry_proxy import ProxyOptions, RegistryProxy
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +136,19 @@ async def test_a_corrupt_source_blob_is_named_and_not_tagged(
     hex_digest = layer.split(":")[1]
     stored = distribution.root / "docker/registry/v2/blobs/sha256" / hex_digest[:2] / hex_digest
     assert not stored.exists()
+
+
+async def test_bearer_tokens_are_asked_for_push(
+    distribution: Distribution, skopeo: str, tmp_path: Path
+) -> None:
+    layout = tmp_path / "layout"
+    write_oci_layout(layout, images=1, layers_per_image=1, layer_size=SMALL_LAYER, seed=5)
+    async with RegistryProxy(distribution.host, ProxyOptions(token_lifetime=60.0)) as proxy:
+        target = f"docker://{proxy.host}/token/app"
+        result = await layerhoist.copy(f"oci:{layout}:v1", target, config=FAST, options=PLAIN_HTTP)
+        assert result.ok, result
+        assert "repository:token/app:pull,push" in proxy.token_scopes
+    source_digest = layout_digest(layout, "v1")
+    assert (
+        await skopeo_digest(skopeo, f"docker://{distribution.host}/token/app:v1") == source_digest
+    )
