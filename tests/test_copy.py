@@ -230,11 +230,6 @@ async def test_untagged_image_needs_a_destination_tag(tmp_path: Path, source: Pa
     assert list(tagged(tmp_path / "dest")) == ["named"]
 
 
-async def test_registry_destinations_are_not_supported_yet(source: Path) -> None:
-    with pytest.raises(UsageError, match="not supported yet"):
-        await layerhoist.copy(f"oci:{source}", "docker://localhost:5000/team/app")
-
-
 @pytest.mark.parametrize(("part_size", "ok"), [(1, True), (64 * 1024 * 1024 + 1, False)])
 async def test_part_sizes_a_layout_accepts(
     tmp_path: Path, source: Path, part_size: int, ok: bool

@@ -80,7 +80,6 @@ async def test_a_corrupt_blob_is_one_line_and_exit_one(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("destination", "fragment"),
     [
-        ("docker://localhost:5000/team/app", "not supported yet"),
         ("oci:", "empty path"),
         ("oci:{tmp}/dest:one-tag", "2 images"),
     ],

@@ -12,7 +12,8 @@ The pipeline (:mod:`layerhoist.transfer.pipeline`) is written once against two p
   digest, where "already there" counts as success.
 
 Each transport keeps its protocol, limits, quotas and error table in its own subpackage
-(:mod:`layerhoist.destinations.ecr`, :mod:`layerhoist.destinations.oci_layout`);
+(:mod:`layerhoist.destinations.ecr`, :mod:`layerhoist.destinations.oci_layout`,
+:mod:`layerhoist.destinations.registry` for any OCI registry);
 :func:`part_limits` and :func:`open_destination` pick it by the reference's transport and
 import it only then (the AWS SDK loads for ECR destinations only).
 """
@@ -26,9 +27,10 @@ from layerhoist.destinations.base import BlobUpload as BlobUpload
 from layerhoist.destinations.base import Destination as Destination
 from layerhoist.destinations.base import DestinationOptions as DestinationOptions
 from layerhoist.destinations.base import PartLimits as PartLimits
-from layerhoist.errors import UsageError
 
 if TYPE_CHECKING:
+    from layerhoist.destinations.registry.limits import RegistryUploadSettings
+    from layerhoist.destinations.registry.mounts import KnownBlobs
     from layerhoist.refs import DestinationRef
     from layerhoist.transfer.config import PushConfig
 
@@ -49,19 +51,29 @@ def part_limits(ref: DestinationRef) -> PartLimits:
 
         return LAYOUT_LIMITS
     if ref.transport == "docker":
-        raise _not_supported_yet(ref)
+        from layerhoist.destinations.registry.limits import PART_LIMITS as REGISTRY_LIMITS
+
+        return REGISTRY_LIMITS
     from layerhoist.destinations.ecr.limits import PART_LIMITS
 
     return PART_LIMITS
 
 
 def open_destination(
-    ref: DestinationRef, *, config: PushConfig, options: DestinationOptions
+    ref: DestinationRef,
+    *,
+    config: PushConfig,
+    options: DestinationOptions,
+    registry: RegistryUploadSettings | None = None,
+    known_blobs: KnownBlobs | None = None,
 ) -> AbstractAsyncContextManager[Destination]:
     """The destination ``ref`` names, as an async context manager holding its connections.
 
-    ``config`` must already have passed ``part_limits(ref).check``. ``options`` concern
-    ECR only; an OCI layout needs none.
+    ``config`` must already have passed ``part_limits(ref).check``. ``options`` concern ECR
+    and OCI registries; an OCI layout needs none. For a ``docker://`` destination,
+    ``registry`` picks the upload strategy (default: one streamed PUT per blob) and
+    ``known_blobs`` which repositories of a registry are known to hold a blob, for mounts
+    (default: one record per process).
     """
     destination: AbstractAsyncContextManager[Destination]
     if ref.transport == "oci":
@@ -71,16 +83,14 @@ def open_destination(
         destination = OciLayoutDestination(ref.path, config=config)
         return destination
     if ref.transport == "docker":
-        raise _not_supported_yet(ref)
+        from layerhoist.destinations.registry.destination import RegistryDestination
+
+        destination = RegistryDestination(
+            ref, config=config, options=options, settings=registry, known_blobs=known_blobs
+        )
+        return destination
     # Imported here so that a command that never pushes does not load the AWS SDK.
     from layerhoist.destinations.ecr.destination import EcrDestination
 
     destination = EcrDestination(ref, config=config, options=options)
     return destination
-
-
-def _not_supported_yet(ref: DestinationRef) -> UsageError:
-    return UsageError(
-        f"destination {ref}: docker:// (OCI registry) destinations are not supported yet; "
-        "write an OCI layout (oci:DIR[:TAG]) or push to ECR (ecr:REPO, ecr-public:REPO)"
-    )

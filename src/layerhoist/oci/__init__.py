@@ -8,11 +8,13 @@
     credentials  --src-creds, the auth file, docker-credential helpers
     manifest     manifest HEAD/GET: Accept, media types, size limit, digest check
     blob         blob GET streamed, resumed with Range where the connection broke
+    push         the push steps: blob HEAD, upload POST (mount), PATCH, PUT, manifest PUT
     tag          tags/list, paginated with Link
     ratelimit    Docker Hub's ratelimit-* headers
     errors       RegistryResponseError and the transport's error table (OciErrors)
 
-Sources and destinations build on it (:mod:`layerhoist.sources.registry`); it imports no
+Sources and destinations build on it (:mod:`layerhoist.sources.registry`,
+:mod:`layerhoist.destinations.registry`); it imports no
 source, destination or pipeline.
 """
 

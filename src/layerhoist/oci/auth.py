@@ -158,9 +158,11 @@ class Authenticator:
             raise RegistryResponseError(
                 what=f"{self._registry}: bearer challenge without a realm", status=401
             )
-        query = {"scope": scope}
+        # Several scopes (a push that mounts from another repository) go as one ``scope``
+        # parameter each, as the token spec writes them.
+        query = [("scope", part) for part in scope.split()]
         if "service" in challenge.params:
-            query["service"] = challenge.params["service"]
+            query.append(("service", challenge.params["service"]))
         headers = {}
         if self._credentials is not None:
             headers["Authorization"] = basic_header(self._credentials)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import anyio
@@ -169,25 +170,31 @@ class RegistryClient:
     async def send(
         self,
         method: str,
-        path: str,
+        path: str | URL,
         *,
         scope: str,
         what: str,
         headers: Mapping[str, str] | None = None,
         expect: Collection[int] = (200,),
+        data: Any = None,
     ) -> aiohttp.ClientResponse:
         """Send one request and return its answer, whose status is in ``expect``.
 
-        ``path`` is relative to the registry (``/v2/…``) or an absolute URL (a ``Link``).
-        The caller releases the answer (``async with`` it). Raises
-        :class:`RegistryResponseError` naming ``what`` for any other status.
+        ``path`` is relative to the registry (``/v2/…``) or an absolute URL (a ``Link``, an
+        upload's ``Location``; a :class:`~yarl.URL` is sent exactly as it is encoded).
+        ``data`` is the request body: ``bytes``, or an async iterable of ``bytes`` streamed
+        with chunked transfer encoding (such a body cannot be sent twice, so its 401 is not
+        answered again: callers authenticate the scope with an earlier request). The caller
+        releases the answer (``async with`` it). Raises :class:`RegistryResponseError`
+        naming ``what`` for any other status.
         """
         base = await self.ping()
-        target = URL(path)
+        target = path if isinstance(path, URL) else URL(path)
         url = target if target.is_absolute() else base.join(target)
         authorization = await self.auth.header(scope)
-        response = await self._request(method, url, headers, authorization)
-        if response.status == UNAUTHORIZED:
+        response = await self._request(method, url, headers, authorization, data)
+        replayable = data is None or isinstance(data, bytes | bytearray)
+        if response.status == UNAUTHORIZED and replayable:
             # A 401 teaches the challenge, or says a cached token went stale: one more try
             # with what that yields, if it yields something new.
             self.auth.learn(response.headers.get("WWW-Authenticate"))
@@ -195,7 +202,7 @@ class RegistryClient:
             renewed = await self.auth.header(scope)
             if renewed is not None and renewed != authorization:
                 response.release()
-                response = await self._request(method, url, headers, renewed)
+                response = await self._request(method, url, headers, renewed, data)
         if response.status in expect:
             return response
         try:
@@ -216,12 +223,13 @@ class RegistryClient:
         url: URL,
         headers: Mapping[str, str] | None,
         authorization: str | None,
+        data: Any = None,
     ) -> aiohttp.ClientResponse:
         request_headers = dict(headers or {})
         if authorization is not None:
             request_headers["Authorization"] = authorization
         session = await self._session()
-        response = await session.request(method, url, headers=request_headers)
+        response = await session.request(method, url, headers=request_headers, data=data)
         announced = parse_rate_limit(response.headers)
         if announced is not None:
             self.rate_limit = announced

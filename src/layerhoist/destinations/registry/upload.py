@@ -1,0 +1,264 @@
+"""The two ways a blob goes into a registry, both :class:`~layerhoist.destinations.base.BlobUpload`.
+
+Both start from an upload session the destination opened (POST ``blobs/uploads/``) and both
+end with the registry checking the digest of what it received (``PUT ?digest=``), after the
+pipeline checked it on its side:
+
+- :class:`StreamedUpload`: **one streamed PUT**. The request starts with the first part; its
+  body is an async generator reading a memory object stream with no buffer, so
+  :meth:`~StreamedUpload.send_part` returns once the connection took its part, and at most
+  one part beyond the pipeline's own is held. :meth:`~StreamedUpload.commit` ends the body
+  and waits for the answer. An upload never committed (a corrupt source blob, a requeue)
+  ends its body with an error, so the registry stores nothing.
+- :class:`ChunkedUpload`: one **PATCH** per part (``Content-Range``), then an empty PUT.
+
+A streamed request that failed cannot resend a part: its failure is an
+:class:`~.errors.UploadBroken`, which the error table turns into a fresh upload.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sized
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+from yarl import URL
+
+from layerhoist.destinations.registry.errors import UploadBroken
+from layerhoist.image import short_digest
+from layerhoist.oci.client import RegistryClient
+from layerhoist.oci.push import patch_chunk, put_blob
+from layerhoist.transfer.metrics import RequestMetrics
+from layerhoist.transfer.parts import Part
+
+R = TypeVar("R")
+
+#: Quirk counters (:attr:`UploadContext.quirks`), by the registry behaviour seen.
+PATCH_CREATED = "patch-answered-201"
+RANGE_STALLED = "range-not-advancing"
+
+
+async def timed(metrics: RequestMetrics, operation: str, fn: Callable[[], Awaitable[R]]) -> R:
+    """``await fn()``, counted in ``metrics`` as one ``operation`` with its latency."""
+    started = time.monotonic()
+    try:
+        result = await fn()
+    except BaseException:
+        metrics.record(operation, time.monotonic() - started, ok=False)
+        raise
+    metrics.record(operation, time.monotonic() - started, ok=True)
+    return result
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadContext:
+    """What every upload of one destination shares."""
+
+    client: RegistryClient
+    repository: str
+    #: ``docker://HOST/REPO``, for messages.
+    where: str
+    metrics: RequestMetrics
+    #: Registry quirks met, by name (for reports and tests).
+    quirks: Counter[str]
+    #: Called with the digest once a blob landed (to remember it for mounts).
+    landed: Callable[[str], None]
+
+    def blob_where(self, digest: str) -> str:
+        """``docker://HOST/REPO: blob sha256:…``, for messages."""
+        return f"{self.where}: blob {short_digest(digest)}"
+
+    async def put_blob(
+        self, location: URL, digest: str, data: bytes | AsyncIterable[bytes]
+    ) -> None:
+        """The final ``PUT ?digest=`` of an upload, timed as ``PutBlob``."""
+        await timed(
+            self.metrics,
+            "PutBlob",
+            lambda: put_blob(
+                self.client,
+                self.repository,
+                location,
+                digest=digest,
+                data=data,
+                where=self.blob_where(digest),
+            ),
+        )
+
+
+def check_commit(upload_digest: str, digest: str) -> None:
+    """An upload is committed as the digest it was started for, or it is a bug."""
+    if digest != upload_digest:
+        raise ValueError(f"the upload of {upload_digest} cannot be committed as {digest}")
+
+
+def _payload(part: Part) -> bytes:
+    payload = part.payload
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray | memoryview):
+        return bytes(payload)
+    raise TypeError(f"a part payload must be bytes, got {type(payload).__name__}")
+
+
+class UploadAbandoned(Exception):
+    """The upload ended without a commit: its body must not look complete."""
+
+
+class StreamedUpload:
+    """One blob as a single streamed ``PUT ?digest=``; the request runs in ``tasks``."""
+
+    def __init__(
+        self,
+        *,
+        context: UploadContext,
+        location: URL,
+        digest: str,
+        part_size: int,
+        tasks: TaskGroup,
+    ) -> None:
+        #: Bytes per part (the last may be shorter).
+        self.part_size = part_size
+        self._context = context
+        self._location = location
+        self._digest = digest
+        self._tasks = tasks
+        # No buffer: a part is handed straight to the body generator, so the pipeline's
+        # memory budget (released when send_part returns) is off by one part at most.
+        self._send, self._receive = anyio.create_memory_object_stream[bytes](0)
+        self._started = False
+        self._finishing = False
+        self._landed = False
+        self._done = anyio.Event()
+        self._error: Exception | None = None
+
+    def encode(self, first_byte: int, data: bytes) -> Sized:
+        """The part's bytes themselves: they go on the wire raw."""
+        return data
+
+    async def send_part(self, part: Part) -> None:
+        """Hand one part to the PUT's body; returns once the connection took it."""
+        data = _payload(part)
+        self._start()
+        if not data:
+            # A zero-byte blob: its body is empty, and an empty chunk would end the body.
+            return
+        try:
+            await self._send.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await self._done.wait()
+            raise self._broken() from None
+
+    async def commit(self, digest: str) -> None:
+        """End the body and wait for the registry's answer; it checks ``digest`` itself."""
+        check_commit(self._digest, digest)
+        if self._landed:
+            return
+        self._start()
+        if not self._finishing:
+            self._finishing = True
+            self._send.close()
+        await self._done.wait()
+        if self._error is not None:
+            raise self._broken()
+        self._landed = True
+        self._context.landed(digest)
+
+    def abort(self) -> None:
+        """End an uncommitted body with an error, so the registry stores nothing (idempotent)."""
+        if not self._finishing:
+            self._send.close()
+        if not self._started:
+            self._receive.close()
+
+    def _start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._tasks.start_soon(self._put)
+
+    def _broken(self) -> UploadBroken:
+        cause = self._error or UploadAbandoned("the upload was abandoned")
+        return UploadBroken(
+            f"{self._context.blob_where(self._digest)}: the upload broke",
+            cause=cause,
+        )
+
+    async def _put(self) -> None:
+        try:
+            await self._context.put_blob(self._location, self._digest, self._body())
+        except Exception as exc:
+            self._error = exc
+        finally:
+            # Wakes a sender blocked on a body nobody reads any more.
+            self._receive.close()
+            self._done.set()
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        async with self._receive:
+            async for data in self._receive:
+                yield data
+        if not self._finishing:
+            # Raising here makes aiohttp drop the connection before the body's last chunk.
+            raise UploadAbandoned(f"the upload of {self._digest} was abandoned")
+
+
+class ChunkedUpload:
+    """One blob as PATCH chunks of ``part_size`` bytes, then an empty ``PUT ?digest=``."""
+
+    def __init__(
+        self, *, context: UploadContext, location: URL, digest: str, part_size: int
+    ) -> None:
+        #: Bytes per part, one PATCH each (the last may be shorter).
+        self.part_size = part_size
+        self._context = context
+        self._location = location
+        self._digest = digest
+        self._landed = False
+
+    def encode(self, first_byte: int, data: bytes) -> Sized:
+        """The part's bytes themselves: a PATCH body is raw."""
+        return data
+
+    async def send_part(self, part: Part) -> None:
+        """PATCH one part at its offset and follow the answer's ``Location``."""
+        data = _payload(part)
+        if not data:
+            return
+        context = self._context
+        patched = await timed(
+            context.metrics,
+            "PatchBlob",
+            lambda: patch_chunk(
+                context.client,
+                context.repository,
+                self._location,
+                first_byte=part.first_byte,
+                data=data,
+                where=context.blob_where(self._digest),
+            ),
+        )
+        if patched.created:
+            context.quirks[PATCH_CREATED] += 1
+        last_byte = part.first_byte + len(data) - 1
+        if patched.range_end is not None and patched.range_end != last_byte:
+            # ECR's Range can stop at the first chunk's end though every chunk was stored
+            # (aws/containers-roadmap#2831): our own offset is trusted, and the final PUT's
+            # digest check catches bytes that were really lost.
+            context.quirks[RANGE_STALLED] += 1
+        self._location = patched.location
+
+    async def commit(self, digest: str) -> None:
+        """Close the session as ``digest`` (a retry after it landed is a success)."""
+        check_commit(self._digest, digest)
+        if self._landed:
+            return
+        await self._context.put_blob(self._location, digest, b"")
+        self._landed = True
+        self._context.landed(digest)
+
+    def abort(self) -> None:
+        """Nothing to close: the registry expires sessions it hears no more of."""
