@@ -197,6 +197,40 @@ async def test_src_creds_right_and_wrong(
     assert len(wrong.stderr.decode().strip().splitlines()) == 1
 
 
+async def test_dest_creds_and_dest_tls_verify_reach_a_registry_destination(
+    distribution: Distribution,
+    distribution_htpasswd: Distribution,
+    seeded: dict[str, str],
+    skopeo: str,
+) -> None:
+    # registry -> registry: docker-registry into the htpasswd one, credentials on both flags.
+    source = f"docker://{distribution.host}/app:v1"
+    dest = f"docker://{distribution_htpasswd.host}/mirrored/app:v1"
+    creds = f"{DISTRIBUTION_USER}:{DISTRIBUTION_PASSWORD}"
+    right = await layerhoist_cli(
+        "copy", source, dest, INSECURE, "--dest-tls-verify=false", "--dest-creds", creds
+    )
+    assert right.returncode == OK, right.stderr.decode()
+    raw = await anyio.run_process(
+        [skopeo, "inspect", "--raw", "--tls-verify=false", f"--creds={creds}", dest]
+    )
+    assert sha256_digest(raw.stdout) == seeded["app:v1"]
+
+    wrong_password = "not-" + DISTRIBUTION_PASSWORD
+    wrong = await layerhoist_cli(
+        "copy",
+        source,
+        f"docker://{distribution_htpasswd.host}/mirrored/other:v1",
+        INSECURE,
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        f"{DISTRIBUTION_USER}:{wrong_password}",
+    )
+    assert wrong.returncode == FAILED
+    assert "mirrored/other" in one_line_error(wrong)
+    assert wrong_password not in wrong.stdout.decode() + wrong.stderr.decode()
+
+
 async def test_authfile_gives_the_source_credentials(
     distribution_htpasswd: Distribution, seeded_auth: str, tmp_path: Path
 ) -> None:
