@@ -231,6 +231,25 @@ async def test_dest_creds_and_dest_tls_verify_reach_a_registry_destination(
     assert wrong_password not in wrong.stdout.decode() + wrong.stderr.decode()
 
 
+async def test_chunk_size_uploads_in_patches_and_is_checked(
+    distribution: Distribution, skopeo: str, tmp_path: Path
+) -> None:
+    layout = tmp_path / "layout"
+    write_oci_layout(layout, images=1, layers_per_image=2, layer_size=3 * 1024 * 1024, seed=8)
+    dest = f"docker://{distribution.host}/chunked/app:v1"
+    done = await layerhoist_cli(
+        "copy", f"oci:{layout}:v1", dest, "--dest-tls-verify=false", "--chunk-size", "1MiB"
+    )
+    assert done.returncode == OK, done.stderr.decode()
+    raw = await anyio.run_process([skopeo, "inspect", "--raw", "--tls-verify=false", dest])
+    assert sha256_digest(raw.stdout) == layout_tags(layout)["v1"]
+    bad = await layerhoist_cli(
+        "copy", f"oci:{layout}:v1", dest, "--dest-tls-verify=false", "--chunk-size", "1GiB"
+    )
+    assert bad.returncode == USAGE
+    assert "--chunk-size" in one_line_error(bad)
+
+
 async def test_authfile_gives_the_source_credentials(
     distribution_htpasswd: Distribution, seeded_auth: str, tmp_path: Path
 ) -> None:

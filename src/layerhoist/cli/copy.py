@@ -40,7 +40,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "destination",
         help="ecr-public:REPO[:TAG], ecr:REPO[:TAG], public.ecr.aws/ALIAS/REPO[:TAG], "
-        "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG] or oci:DIR[:TAG] (an OCI layout)",
+        "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG], docker://HOST/REPO[:TAG] (an OCI "
+        "registry) or oci:DIR[:TAG] (an OCI layout)",
     )
     parser.add_argument(
         "--concurrency",
@@ -54,6 +55,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="part size, e.g. 10MiB (default: the destination's; ECR: the service's "
         "partSize, clamped to 5-10 MiB; OCI layout: 8 MiB)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=argtypes.size,
+        default=None,
+        help="docker:// destinations: upload each blob as PATCH chunks of this size "
+        "(default: one streamed PUT per blob)",
     )
     parser.add_argument(
         "--memory-budget",
@@ -176,6 +184,7 @@ async def _run_copy(args: argparse.Namespace, config: PushConfig) -> PushResult:
         credentials=args.dest_creds,
         authfile=args.authfile,
         tls_verify=args.dest_tls_verify,
+        chunk_size=args.chunk_size,
     )
     source_options = _source_options(args, config)
     progress = _progress(args)

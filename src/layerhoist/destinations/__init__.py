@@ -27,6 +27,7 @@ from layerhoist.destinations.base import BlobUpload as BlobUpload
 from layerhoist.destinations.base import Destination as Destination
 from layerhoist.destinations.base import DestinationOptions as DestinationOptions
 from layerhoist.destinations.base import PartLimits as PartLimits
+from layerhoist.errors import UsageError
 
 if TYPE_CHECKING:
     from layerhoist.destinations.registry.limits import RegistryUploadSettings
@@ -71,7 +72,7 @@ def open_destination(
 
     ``config`` must already have passed ``part_limits(ref).check``. ``options`` concern ECR
     and OCI registries; an OCI layout needs none. For a ``docker://`` destination,
-    ``registry`` picks the upload strategy (default: one streamed PUT per blob) and
+    ``registry`` picks the upload strategy (default: ``options.chunk_size``'s) and
     ``known_blobs`` which repositories of a registry are known to hold a blob, for mounts
     (default: one record per process).
     """
@@ -85,6 +86,13 @@ def open_destination(
     if ref.transport == "docker":
         from layerhoist.destinations.registry.destination import RegistryDestination
 
+        if registry is None:
+            from layerhoist.destinations.registry.limits import RegistryUploadSettings
+
+            try:
+                registry = RegistryUploadSettings(chunk_size=options.chunk_size)
+            except ValueError as exc:
+                raise UsageError(f"--chunk-size: {exc}") from exc
         destination = RegistryDestination(
             ref, config=config, options=options, settings=registry, known_blobs=known_blobs
         )

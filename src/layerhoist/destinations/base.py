@@ -39,6 +39,9 @@ class DestinationOptions:
     authfile: Path | None = None
     #: Check the registry's certificate; ``False`` also allows plain HTTP (``--dest-tls-verify``).
     tls_verify: bool = True
+    #: Upload each blob to an OCI registry as PATCH chunks of this many bytes
+    #: (``--chunk-size``); ``None``: one streamed PUT per blob.
+    chunk_size: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
