@@ -14,10 +14,8 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -25,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import aioboto3
-import bcrypt
 import pytest
 from botocore.config import Config
 
 from layerhoist.registry import EmbeddedRegistry, RegistrySettings
 from layerhoist.registry.launcher import free_port
+from layerhoist.testing.distribution import Distribution, distribution_process, wait_listening
 
 #: The dummy credentials of every test. The secret is one no output could contain by
 #: chance, so a test can check that it never shows.
@@ -139,23 +137,6 @@ async def public_client(
 #: moto_server, installed in the same environment as the interpreter running the tests.
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 MOTO_START_TIMEOUT = 30.0
-
-
-def wait_listening(
-    process: subprocess.Popen[bytes], port: int, *, name: str, timeout: float
-) -> None:
-    """Wait until ``process`` listens on local ``port``; fail the test if it exits or is slow."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"{name} exited during start-up")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"{name} did not start listening")
-            time.sleep(0.05)
 
 
 @pytest.fixture
@@ -294,114 +275,25 @@ def ecr() -> EcrSequences:
 
 # ------------------------------------------------ CNCF distribution (Debian's docker-registry)
 
-#: Seconds docker-registry may take to listen on its port.
-DISTRIBUTION_START_TIMEOUT = 15.0
-#: The bcrypt cost of test htpasswd entries: the lowest bcrypt allows, so logins stay fast.
-HTPASSWD_BCRYPT_ROUNDS = 4
 #: The user of the htpasswd-protected registry.
 DISTRIBUTION_USER = "alice"
 DISTRIBUTION_PASSWORD = "wonderland-7"
-
-
-@dataclass(frozen=True)
-class Distribution:
-    """A running ``docker-registry serve`` on ``host`` (``127.0.0.1:PORT``), plain HTTP.
-
-    ``users`` are its htpasswd accounts (empty: no auth). :meth:`seed` pushes images into it
-    with skopeo.
-    """
-
-    host: str
-    root: Path
-    users: dict[str, str]
-    skopeo: str
-
-    def seed(self, layout: Path, tag: str, destination: str, *, all_platforms: bool = False) -> str:
-        """``skopeo copy oci:LAYOUT:TAG docker://HOST/DESTINATION``; returns the manifest digest.
-
-        Digests are preserved (skopeo would otherwise compress the layout's tar layers).
-        """
-        digest_file = self.root.parent / f"digest-{os.getpid()}-{time.monotonic_ns()}"
-        command = [
-            self.skopeo,
-            "copy",
-            "--quiet",
-            "--preserve-digests",
-            "--dest-tls-verify=false",
-            "--digestfile",
-            str(digest_file),
-        ]
-        if all_platforms:
-            command.append("--all")
-        if self.users:
-            user, password = next(iter(self.users.items()))
-            command += ["--dest-creds", f"{user}:{password}"]
-        command += [f"oci:{layout}:{tag}", f"docker://{self.host}/{destination}"]
-        subprocess.run(command, check=True, capture_output=True, timeout=60)
-        return digest_file.read_text().strip()
-
-    def manifest_path(self, repository: str) -> Path:
-        """Where distribution keeps the revisions of ``repository``'s manifests."""
-        return self.root / "docker/registry/v2/repositories" / repository / "_manifests"
-
-
-def _htpasswd(users: dict[str, str]) -> str:
-    """htpasswd lines with bcrypt hashes, the only kind distribution accepts."""
-    lines = []
-    for user, password in users.items():
-        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(HTPASSWD_BCRYPT_ROUNDS))
-        lines.append(f"{user}:{hashed.decode()}\n")
-    return "".join(lines)
-
-
-def _start_distribution(
-    directory: Path, skopeo_path: str, *, users: dict[str, str]
-) -> Iterator[Distribution]:
-    binary = required_tool("docker-registry")
-    port = free_port()
-    root = directory / "storage"
-    lines = [
-        "version: 0.1",
-        "log:",
-        "  level: error",
-        "  accesslog:",
-        "    disabled: true",
-        "storage:",
-        "  filesystem:",
-        f"    rootdirectory: {root}",
-        "  delete:",
-        "    enabled: true",
-        "http:",
-        f"  addr: 127.0.0.1:{port}",
-    ]
-    if users:
-        htpasswd = directory / "htpasswd"
-        htpasswd.write_text(_htpasswd(users))
-        lines += ["auth:", "  htpasswd:", "    realm: layerhoist-test", f"    path: {htpasswd}"]
-    config = directory / "config.yml"
-    config.write_text("\n".join(lines) + "\n")
-    process = subprocess.Popen(
-        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        wait_listening(process, port, name="docker-registry", timeout=DISTRIBUTION_START_TIMEOUT)
-        yield Distribution(f"127.0.0.1:{port}", root, dict(users), skopeo_path)
-    finally:
-        process.terminate()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
 def distribution(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
     """A docker-registry without auth, started once per test module."""
     directory = tmp_path_factory.mktemp("distribution")
-    yield from _start_distribution(directory, required_tool("skopeo"), users={})
+    binary, skopeo = required_tool("docker-registry"), required_tool("skopeo")
+    with distribution_process(directory, binary=binary, skopeo=skopeo) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def distribution_htpasswd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distribution]:
     """A docker-registry with htpasswd Basic auth (:data:`DISTRIBUTION_USER`), once per module."""
     directory = tmp_path_factory.mktemp("distribution-auth")
-    yield from _start_distribution(
-        directory, required_tool("skopeo"), users={DISTRIBUTION_USER: DISTRIBUTION_PASSWORD}
-    )
+    binary, skopeo = required_tool("docker-registry"), required_tool("skopeo")
+    users = {DISTRIBUTION_USER: DISTRIBUTION_PASSWORD}
+    with distribution_process(directory, binary=binary, skopeo=skopeo, users=users) as running:
+        yield running

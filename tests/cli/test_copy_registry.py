@@ -19,10 +19,11 @@ import pytest
 
 import layerhoist
 from commands import FAILED, OK, USAGE, one_line_error
-from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER, Distribution, sha256_digest
+from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER, sha256_digest
 from layerhoist.oci import ClientSettings
 from layerhoist.oci.manifest import MANIFEST_ACCEPT
 from layerhoist.sources.registry import PULL_LIMIT_RESERVE, RegistrySourceOptions
+from layerhoist.testing.distribution import Distribution
 from layerhoist.testing.synthetic import REF_NAME_ANNOTATION, write_oci_layout
 from registry_proxy import ProxyOptions, RegistryProxy
 

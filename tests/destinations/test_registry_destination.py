@@ -13,10 +13,11 @@ import anyio
 import pytest
 
 import layerhoist
-from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER, Distribution
+from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import CredentialsError
 from layerhoist.image import sha256_digest
+from layerhoist.testing.distribution import Distribution
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 from layerhoist.units import MiB

@@ -19,7 +19,6 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from conftest import Distribution
 from layerhoist.destinations import DestinationOptions
 from layerhoist.destinations.registry.destination import RegistryDestination
 from layerhoist.destinations.registry.limits import RegistryUploadSettings
@@ -29,6 +28,7 @@ from layerhoist.oci import ClientSettings
 from layerhoist.refs import parse_destination, parse_source
 from layerhoist.sources import open_source
 from layerhoist.sources.registry import RegistrySourceOptions
+from layerhoist.testing.distribution import Distribution
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 from layerhoist.transfer.pipeline import Pipeline

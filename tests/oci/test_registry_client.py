@@ -15,7 +15,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER, Distribution
+from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER
 from layerhoist.errors import CredentialsError, ManifestError, SourceError
 from layerhoist.image import Image
 from layerhoist.oci import (
@@ -27,6 +27,7 @@ from layerhoist.oci import (
 )
 from layerhoist.refs import parse_source
 from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
+from layerhoist.testing.distribution import Distribution
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 from registry_proxy import ProxyOptions, RegistryProxy

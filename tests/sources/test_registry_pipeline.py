@@ -12,13 +12,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from conftest import Distribution
 from layerhoist.api import prepare_push
 from layerhoist.destinations import DestinationOptions
 from layerhoist.oci import ClientSettings
 from layerhoist.refs import parse_destination, parse_source
 from layerhoist.registry import EmbeddedRegistry
 from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
+from layerhoist.testing.distribution import Distribution
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 from layerhoist.units import MiB

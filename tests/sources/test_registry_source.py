@@ -6,7 +6,6 @@ import hashlib
 
 import pytest
 
-from conftest import Distribution
 from layerhoist.errors import SourceError
 from layerhoist.image import OCI_INDEX, OCI_MANIFEST, Image
 from layerhoist.oci import ClientSettings
@@ -14,6 +13,7 @@ from layerhoist.oci.errors import ImageNotFoundError
 from layerhoist.refs import parse_source
 from layerhoist.sources import open_source
 from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
+from layerhoist.testing.distribution import Distribution
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
 
