@@ -156,6 +156,9 @@ class EcrApi:
         )
         #: ``host:port`` the registry is reachable at (set once it listens): repositoryUri.
         self.registry_host = f"{settings.host}:{settings.port}"
+        #: Passwords of the GetAuthorizationToken tokens issued -> expiry (wall clock), oldest
+        #: first, at most ``oci_max_tokens``: ``/v2/`` of the ECR flavors accepts them.
+        self._passwords: dict[str, float] = {}
         self._handlers: Mapping[str, Callable[[Service, Params], Awaitable[Result]]] = {
             "BatchCheckLayerAvailability": self._batch_check_layer_availability,
             "BatchDeleteImage": self._batch_delete_image,
@@ -732,8 +735,15 @@ class EcrApi:
     # Authentication
 
     async def _get_authorization_token(self, service: Service, params: Params) -> Result:
-        token = base64.b64encode(f"AWS:{uuid.uuid4()}".encode()).decode()
+        password = str(uuid.uuid4())
+        token = base64.b64encode(f"AWS:{password}".encode()).decode()
         expires = self._wall_clock() + TOKEN_LIFETIME
+        while self._passwords and (
+            len(self._passwords) >= self._settings.oci_max_tokens
+            or next(iter(self._passwords.values())) <= self._wall_clock()
+        ):
+            del self._passwords[next(iter(self._passwords))]
+        self._passwords[password] = expires
         if service is ECR_PUBLIC:
             return {"authorizationData": {"authorizationToken": token, "expiresAt": expires}}
         return {
@@ -745,6 +755,11 @@ class EcrApi:
                 }
             ]
         }
+
+    def valid_password(self, password: str) -> bool:
+        """Whether GetAuthorizationToken issued ``password`` and its token has not expired."""
+        expires = self._passwords.get(password)
+        return expires is not None and expires > self._wall_clock()
 
 
 def _page_offset(token: object) -> int:

@@ -68,7 +68,9 @@ from layerhoist.registry.errors import (
     storage_failure,
 )
 from layerhoist.registry.oci_api import API_VERSION_HEADER, DROP_KEY, OciApi
+from layerhoist.registry.oci_auth import OciAuth
 from layerhoist.registry.oci_push import OciPush
+from layerhoist.registry.pull_limit import PullLimit
 from layerhoist.registry.settings import RegistrySettings
 from layerhoist.registry.sigv4 import SignatureError
 from layerhoist.registry.simulation import ConnectionBandwidth, Simulator
@@ -129,6 +131,17 @@ class EmbeddedRegistry:
         self._catalog: Catalog | None = None
         self._store: BlobStore | None = None
         self._ecr: EcrApi | None = None
+        self._oci_auth: OciAuth | None = None
+        self._pull_limit = (
+            None
+            if settings.pull_limit is None
+            else PullLimit(
+                limit=settings.pull_limit,
+                window=settings.pull_limit_window,
+                max_clients=settings.max_pull_clients,
+                clock=clock,
+            )
+        )
         self._runner: web.AppRunner | None = None
         self._connections: ConnectionLimit | None = None
         self._tasks: TaskGroup | None = None
@@ -180,7 +193,13 @@ class EmbeddedRegistry:
             clock=self._clock,
             wall_clock=self._wall_clock,
         )
+        self._oci_auth = OciAuth(
+            settings=self.settings,
+            ecr_password=self._ecr.valid_password,
+            wall_clock=self._wall_clock,
+        )
         app = web.Application(middlewares=[self._oci_middleware])
+        self._oci_auth.add_routes(app.router)
         app.router.add_post(ECR_PATH, self._ecr_endpoint)
         OciApi(catalog=self._catalog, store=self._store, pacer=self._blob_pacer).add_routes(
             app.router
@@ -300,8 +319,13 @@ class EmbeddedRegistry:
         self._stats.requests[f"v2.{operation}"] += 1
         await self._simulator.latency()
         try:
+            if self._oci_auth is not None:
+                self._oci_auth.admit(request)
+            limit_headers = self._admit_pull(request, operation)
             await self._simulate_oci(request, operation)
-            return await handler(request)
+            response = await handler(request)
+            response.headers.update(limit_headers)
+            return response
         except OciError as error:
             return _oci_response(error)
         except EcrError as error:
@@ -333,6 +357,14 @@ class EmbeddedRegistry:
                     status=HTTPStatus.INTERNAL_SERVER_ERROR,
                 )
             )
+
+    def _admit_pull(self, request: web.Request, operation: str) -> dict[str, str]:
+        """The pull limit's headers for a manifest request (429 past it; HEADs are free)."""
+        if self._pull_limit is None or operation not in ("BatchGetImage", "HeadManifest"):
+            return {}
+        return self._pull_limit.admit(
+            request.remote or "unknown", counted=operation == "BatchGetImage"
+        )
 
     async def _simulate_oci(self, request: web.Request, operation: str) -> None:
         """The simulation's quotas and faults, as the JSON API's operations meet them."""
