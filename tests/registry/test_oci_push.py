@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -257,3 +258,220 @@ async def test_streamed_bodies_stay_within_the_limits(
             assert r.status == 413
             assert (await r.json())["errors"][0]["code"] == "SIZE_INVALID"
         assert registry.body_bytes_held == 0
+
+
+# Auth, the ECR flavors, the read side and the pull limit
+
+USERS = {"alice": "wonderland-7"}
+AUTH_REPO = "auth/app"
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.mark.parametrize("mode", ["basic", "token"])
+async def test_skopeo_with_right_and_wrong_credentials(
+    make_registry: Any, skopeo: str, tmp_path: Path, mode: str
+) -> None:
+    layout = oci_layout(tmp_path)
+    async with make_registry(oci_auth=mode, oci_users=USERS) as registry:
+        host = registry.endpoint_url.removeprefix("http://")
+        wrong = await skopeo_push(
+            skopeo, layout, f"{host}/{AUTH_REPO}:v1", "--dest-creds", "alice:nope", check=False
+        )
+        assert wrong.returncode != 0
+        await skopeo_push(
+            skopeo, layout, f"{host}/{AUTH_REPO}:v1", "--dest-creds", "alice:wonderland-7"
+        )
+        inspected = await run_skopeo(
+            skopeo,
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            "alice:wonderland-7",
+            f"docker://{host}/{AUTH_REPO}:v1",
+        )
+        assert sha256_digest(inspected.stdout) == layout_digest(layout)
+
+
+async def test_challenges_and_token_scopes(make_registry: Any, http: aiohttp.ClientSession) -> None:
+    async with make_registry(oci_auth="token", oci_users=USERS, oci_token_lifetime=60) as registry:
+        base = registry.endpoint_url
+        async with http.post(f"{base}/v2/{AUTH_REPO}/blobs/uploads/") as response:
+            assert response.status == 401
+            challenge = response.headers["WWW-Authenticate"]
+            assert challenge.startswith(f'Bearer realm="{base}/_layerhoist/token"')
+            assert f'scope="repository:{AUTH_REPO}:pull,push"' in challenge
+            assert (await response.json())["errors"][0]["code"] == "UNAUTHORIZED"
+        scope = {"service": "x", "scope": f"repository:{AUTH_REPO}:pull,push"}
+        # Anonymous: pull only (push refused and left out of the token).
+        async with http.get(f"{base}/_layerhoist/token", params=scope) as response:
+            document = await response.json()
+            assert set(document) == {"token", "access_token", "expires_in", "issued_at"}
+        bearer = {"Authorization": f"Bearer {document['token']}"}
+        async with http.post(f"{base}/v2/{AUTH_REPO}/blobs/uploads/", headers=bearer) as response:
+            assert response.status == 401
+        async with http.get(
+            f"{base}/_layerhoist/token", params=scope, headers=basic("alice", "bad")
+        ) as response:
+            assert response.status == 401
+        async with http.get(
+            f"{base}/_layerhoist/token", params=scope, headers=basic(*next(iter(USERS.items())))
+        ) as response:
+            token = (await response.json())["token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with http.post(f"{base}/v2/{AUTH_REPO}/blobs/uploads/", headers=bearer) as response:
+            assert response.status == 202
+        async with http.post(f"{base}/v2/other/blobs/uploads/", headers=bearer) as response:
+            assert response.status == 401
+
+
+async def test_expired_tokens_are_refused(
+    make_registry: Any, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    now = [1_000_000.0]
+    settings_changes = {"oci_auth": "token", "oci_users": USERS, "oci_token_lifetime": 60.0}
+    registry = make_registry(**settings_changes)
+    registry = EmbeddedRegistry(registry.settings, wall_clock=lambda: now[0])
+    async with registry:
+        base = registry.endpoint_url
+        params = {"scope": f"repository:{AUTH_REPO}:pull"}
+        async with http.get(f"{base}/_layerhoist/token", params=params) as response:
+            token = (await response.json())["token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with http.get(f"{base}/v2/{AUTH_REPO}/tags/list", headers=bearer) as response:
+            assert response.status == 404  # admitted; the repository does not exist
+        now[0] += 61
+        async with http.get(f"{base}/v2/{AUTH_REPO}/tags/list", headers=bearer) as response:
+            assert response.status == 401
+
+
+@pytest.mark.parametrize("service", ["ecr", "ecr-public"])
+async def test_ecr_flavor_quirks(
+    make_registry: Any, http: aiohttp.ClientSession, ecr_client: Any, service: str
+) -> None:
+    part = 1024
+    auth = "basic" if service == "ecr" else "token"
+    async with make_registry(
+        flavor=service, oci_auth=auth, min_part_size=part, part_size=part, max_part_size=part
+    ) as registry:
+        base = registry.endpoint_url
+        async with ecr_client(base, service) as client:
+            answer = await client.get_authorization_token()
+            data = answer["authorizationData"]
+            token = (data[0] if service == "ecr" else data)["authorizationToken"]
+            if service == "ecr":
+                assert data[0]["proxyEndpoint"] == base
+            await client.create_repository(repositoryName=AUTH_REPO)
+        user, _, password = base64.b64decode(token).decode().partition(":")
+        assert user == "AWS"
+        headers = basic(user, password)
+        if service == "ecr-public":
+            scope = {"scope": f"repository:{AUTH_REPO}:pull,push", "scope_": ""}
+            async with http.get(
+                f"{base}/_layerhoist/token", params=scope, headers=headers
+            ) as response:
+                headers = {"Authorization": f"Bearer {(await response.json())['token']}"}
+        async with http.post(f"{base}/v2/missing/blobs/uploads/", headers=headers) as response:
+            assert response.status in (401, 404)
+        async with http.post(f"{base}/v2/{AUTH_REPO}/blobs/uploads/", headers=headers) as response:
+            assert response.status == 202
+            location = response.headers["Location"]
+        async with http.patch(base + location, data=b"x" * 10, headers=headers) as response:
+            assert response.status == 201  # ECR's 201 on PATCH
+        async with http.patch(
+            base + location, data=b"y", headers={**headers, "Content-Range": "0-0"}
+        ) as response:
+            assert response.status == 416
+            assert (await response.json())["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
+        async with http.patch(base + location, data=b"z" * 10, headers=headers) as response:
+            assert response.status == 201
+        digest = sha256_digest(b"x" * 10 + b"z" * 10)
+        async with http.put(base + location, params={"digest": digest}, headers=headers) as r:
+            assert r.status == 400
+            assert "at least" in (await r.json())["errors"][0]["message"]
+        async with http.post(f"{base}/v2/{AUTH_REPO}/blobs/uploads/", headers=headers) as response:
+            location = response.headers["Location"]
+        wrong = sha256_digest(b"other")
+        async with http.put(
+            base + location, params={"digest": wrong}, data=b"abc", headers=headers
+        ) as response:
+            error = (await response.json())["errors"][0]
+            assert error["code"] == "BLOB_UPLOAD_INVALID"
+            assert error["message"].startswith("None of the provided layer digests match")
+
+
+async def test_ecr_flavor_refuses_a_missing_repository(
+    make_registry: Any, http: aiohttp.ClientSession
+) -> None:
+    async with (
+        make_registry(flavor="ecr") as registry,
+        http.post(f"{registry.endpoint_url}/v2/nowhere/blobs/uploads/") as response,
+    ):
+        assert response.status == 404
+        assert (await response.json())["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+async def test_accept_negotiation_and_ranges_while_paced(
+    make_registry: Any, http: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    async with make_registry() as registry:
+        base = registry.endpoint_url
+        data = bytes(range(256)) * 64
+        digest = await push_blob(http, base, AUTH_REPO, data)
+        manifest = (
+            '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+            f'"config":{{"mediaType":"application/vnd.oci.image.config.v1+json",'
+            f'"digest":"{digest}","size":{len(data)}}},"layers":[]}}'
+        )
+        async with http.put(f"{base}/v2/{AUTH_REPO}/manifests/v1", data=manifest) as response:
+            assert response.status == 201
+        docker_only = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+        async with http.get(f"{base}/v2/{AUTH_REPO}/manifests/v1", headers=docker_only) as response:
+            assert response.status == 404
+            assert (await response.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        oci = {"Accept": "application/vnd.oci.image.manifest.v1+json, " + docker_only["Accept"]}
+        async with http.get(f"{base}/v2/{AUTH_REPO}/manifests/v1", headers=oci) as response:
+            assert response.status == 200
+        registry.simulator.update({"bandwidth": "1GB/s"})
+        blob = f"{base}/v2/{AUTH_REPO}/blobs/{digest}"
+        async with http.get(blob, headers={"Range": "bytes=100-"}) as response:
+            assert response.status == 206
+            assert await response.read() == data[100:]
+            assert response.headers["Content-Range"] == f"bytes 100-{len(data) - 1}/{len(data)}"
+        # A dropped connection in the middle of a blob, then the rest by Range.
+        registry.simulator.update({"drop_rate": 1.0})
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async with http.get(blob) as response:
+                await response.read()
+        registry.simulator.update({"drop_rate": 0.0})
+        async with http.get(blob, headers={"Range": "bytes=0-99"}) as response:
+            assert await response.read() == data[:100]
+
+
+async def test_pull_limit(make_registry: Any, http: aiohttp.ClientSession) -> None:
+    async with make_registry(pull_limit=2, pull_limit_window=3600.0) as registry:
+        base = registry.endpoint_url
+        config = await push_blob(http, base, AUTH_REPO, b"{}")
+        manifest = (
+            '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+            f'"config":{{"mediaType":"application/vnd.oci.image.config.v1+json",'
+            f'"digest":"{config}","size":2}},"layers":[]}}'
+        )
+        async with http.put(f"{base}/v2/{AUTH_REPO}/manifests/v1", data=manifest) as response:
+            assert response.status == 201
+        url = f"{base}/v2/{AUTH_REPO}/manifests/v1"
+        for remaining in (1, 0):
+            async with http.get(url) as response:
+                assert response.status == 200
+                assert response.headers["ratelimit-limit"] == "2;w=3600"
+                assert response.headers["ratelimit-remaining"] == f"{remaining};w=3600"
+        async with http.head(url) as response:
+            assert response.status == 200  # HEAD is free
+        async with http.get(url) as response:
+            assert response.status == 429
+            assert (await response.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+            assert "Retry-After" not in response.headers

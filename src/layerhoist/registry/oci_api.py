@@ -30,7 +30,7 @@ MAX_LIST = 10_000
 _COUNT_RE = re.compile(rf"[0-9]{{1,{len(str(MAX_LIST))}}}")
 
 #: Set on a request whose blob body the simulation cuts off halfway (a dropped connection).
-DROP_KEY = "layerhoist.drop"
+DROP_KEY = web.RequestKey("layerhoist.drop", bool)
 
 #: Paces the bytes written on the connection of one request.
 Pacer = Callable[[web.BaseRequest], Callable[[int], Awaitable[None]] | None]
@@ -123,7 +123,7 @@ class OciApi:
             "ETag": f'"{digest}"',
         }
         consume = self._pacer(request)
-        cut = bool(request.get(DROP_KEY, False))
+        cut = request.get(DROP_KEY, False)
         if consume is None and not cut:
             return web.FileResponse(path, headers=headers)
         return await _paced_file(

@@ -132,7 +132,13 @@ class OciAuth:
         token = self._issue(_Grant(expires_at=now + lifetime, scopes=scopes), now=now)
         issued = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
         return web.json_response(
-            {"token": token, "access_token": token, "expires_in": lifetime, "issued_at": issued}
+            # Whole seconds: Go clients (skopeo) refuse a JSON number with a fraction here.
+            {
+                "token": token,
+                "access_token": token,
+                "expires_in": round(lifetime),
+                "issued_at": issued,
+            }
         )
 
     def _issue(self, grant: _Grant, *, now: float) -> str:
