@@ -1,8 +1,10 @@
 """The OCI distribution read side: what was pushed through the ECR API, served to pullers.
 
-Anonymous and read-only: ``/v2/``, manifests and blobs by tag or digest (GET and
-HEAD), ``tags/list`` and ``_catalog``. Manifests are served with the exact bytes and
-media type they were pushed with, so their digests match. Blobs stream from disk.
+``/v2/``, manifests and blobs by tag or digest (GET and HEAD), ``tags/list`` and
+``_catalog`` (the write side is ``oci_push.py``, auth ``oci_auth.py``). Manifests are
+served with the exact bytes and media type they were pushed with, so their digests
+match, and only to clients whose ``Accept`` takes that type (else MANIFEST_UNKNOWN, as
+distribution answers). Blobs stream from disk, ``Range`` honoured also while paced.
 """
 
 from __future__ import annotations
