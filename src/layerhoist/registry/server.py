@@ -374,6 +374,8 @@ class EmbeddedRegistry:
                 "Rate exceeded",
                 status=HTTPStatus.TOO_MANY_REQUESTS,
             )
+        if not self.settings.oci_faults:
+            return
         fault = self._simulator.decide_fault(operation)
         if fault == "none":
             return
