@@ -66,6 +66,27 @@ async def skopeo_push(
     )
 
 
+async def expect_error(response: aiohttp.ClientResponse, status: int, code: str) -> None:
+    """The response is a distribution error document of ``code`` with ``status``."""
+    assert response.status == status, await response.text()
+    assert (await response.json())["errors"][0]["code"] == code
+
+
+def config_only_manifest(config_digest: str, size: int) -> bytes:
+    """An OCI image manifest of a config and no layers."""
+    document = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": size,
+        },
+        "layers": [],
+    }
+    return json.dumps(document).encode()
+
+
 def layout_digest(layout: Path) -> str:
     index = json.loads((layout / "index.json").read_text())
     return str(index["manifests"][0]["digest"])
@@ -183,12 +204,10 @@ async def test_upload_styles_and_refusals(
     async with http.post(url) as response:
         location = response.headers["Location"]
     async with http.patch(base + location, data=b"abc", headers={"Content-Range": "5-7"}) as r:
-        assert r.status == 416
-        assert (await r.json())["errors"][0]["code"] == "RANGE_INVALID"
+        await expect_error(r, 416, "RANGE_INVALID")
     # A wrong digest.
     async with http.put(base + location, params={"digest": digest}, data=b"xyz") as r:
-        assert r.status == 400
-        assert (await r.json())["errors"][0]["code"] == "DIGEST_INVALID"
+        await expect_error(r, 400, "DIGEST_INVALID")
     # A manifest referencing a missing blob, an unknown upload, a method nobody serves.
     manifest = {
         "schemaVersion": 2,
@@ -197,16 +216,13 @@ async def test_upload_styles_and_refusals(
         "layers": [],
     }
     async with http.put(f"{base}/v2/{REPO}/manifests/t", data=json.dumps(manifest)) as r:
-        assert r.status == 400
-        assert (await r.json())["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN"
+        await expect_error(r, 400, "MANIFEST_BLOB_UNKNOWN")
     async with http.patch(
         f"{base}/v2/{REPO}/blobs/uploads/{'0' * 8}-0000-0000-0000-{'0' * 12}"
     ) as r:
-        assert r.status == 404
-        assert (await r.json())["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN"
+        await expect_error(r, 404, "BLOB_UPLOAD_UNKNOWN")
     async with http.post(f"{base}/v2/{REPO}/tags/list") as r:
-        assert r.status == 405
-        assert (await r.json())["errors"][0]["code"] == "UNSUPPORTED"
+        await expect_error(r, 405, "UNSUPPORTED")
 
 
 async def test_manifest_put_delete_and_tag_paging(
@@ -215,18 +231,7 @@ async def test_manifest_put_delete_and_tag_paging(
     base = registry.endpoint_url
     config = b'{"architecture":"amd64","os":"linux"}'
     config_digest = await push_blob(http, base, REPO, config, chunks=1)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [],
-        }
-    ).encode()
+    manifest = config_only_manifest(config_digest, len(config))
     digest = f"sha256:{hashlib.sha256(manifest).hexdigest()}"
     for tag in ("a", "b", "c"):
         async with http.put(f"{base}/v2/{REPO}/manifests/{tag}", data=manifest) as response:
@@ -244,8 +249,7 @@ async def test_manifest_put_delete_and_tag_paging(
     async with http.delete(f"{base}/v2/{REPO}/manifests/{digest}") as response:
         assert response.status == 202
     async with http.get(f"{base}/v2/{REPO}/manifests/b") as response:
-        assert response.status == 404
-        assert (await response.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        await expect_error(response, 404, "MANIFEST_UNKNOWN")
 
 
 async def test_streamed_bodies_stay_within_the_limits(
@@ -255,8 +259,7 @@ async def test_streamed_bodies_stay_within_the_limits(
         base = registry.endpoint_url
         url = f"{base}/v2/{REPO}/blobs/uploads/"
         async with http.post(url, params={"digest": sha256_digest(b"")}, data=b"x" * 2000) as r:
-            assert r.status == 413
-            assert (await r.json())["errors"][0]["code"] == "SIZE_INVALID"
+            await expect_error(r, 413, "SIZE_INVALID")
         assert registry.body_bytes_held == 0
 
 
@@ -385,8 +388,7 @@ async def test_ecr_flavor_quirks(
         async with http.patch(
             base + location, data=b"y", headers={**headers, "Content-Range": "0-0"}
         ) as response:
-            assert response.status == 416
-            assert (await response.json())["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
+            await expect_error(response, 416, "BLOB_UPLOAD_INVALID")
         async with http.patch(base + location, data=b"z" * 10, headers=headers) as response:
             assert response.status == 201
         digest = sha256_digest(b"x" * 10 + b"z" * 10)
@@ -411,8 +413,7 @@ async def test_ecr_flavor_refuses_a_missing_repository(
         make_registry(flavor="ecr") as registry,
         http.post(f"{registry.endpoint_url}/v2/nowhere/blobs/uploads/") as response,
     ):
-        assert response.status == 404
-        assert (await response.json())["errors"][0]["code"] == "NAME_UNKNOWN"
+        await expect_error(response, 404, "NAME_UNKNOWN")
 
 
 async def test_accept_negotiation_and_ranges_while_paced(
@@ -422,17 +423,12 @@ async def test_accept_negotiation_and_ranges_while_paced(
         base = registry.endpoint_url
         data = bytes(range(256)) * 64
         digest = await push_blob(http, base, AUTH_REPO, data)
-        manifest = (
-            '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
-            f'"config":{{"mediaType":"application/vnd.oci.image.config.v1+json",'
-            f'"digest":"{digest}","size":{len(data)}}},"layers":[]}}'
-        )
+        manifest = config_only_manifest(digest, len(data))
         async with http.put(f"{base}/v2/{AUTH_REPO}/manifests/v1", data=manifest) as response:
             assert response.status == 201
         docker_only = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
         async with http.get(f"{base}/v2/{AUTH_REPO}/manifests/v1", headers=docker_only) as response:
-            assert response.status == 404
-            assert (await response.json())["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+            await expect_error(response, 404, "MANIFEST_UNKNOWN")
         oci = {"Accept": "application/vnd.oci.image.manifest.v1+json, " + docker_only["Accept"]}
         async with http.get(f"{base}/v2/{AUTH_REPO}/manifests/v1", headers=oci) as response:
             assert response.status == 200
@@ -456,11 +452,7 @@ async def test_pull_limit(make_registry: Any, http: aiohttp.ClientSession) -> No
     async with make_registry(pull_limit=2, pull_limit_window=3600.0) as registry:
         base = registry.endpoint_url
         config = await push_blob(http, base, AUTH_REPO, b"{}")
-        manifest = (
-            '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
-            f'"config":{{"mediaType":"application/vnd.oci.image.config.v1+json",'
-            f'"digest":"{config}","size":2}},"layers":[]}}'
-        )
+        manifest = config_only_manifest(config, 2)
         async with http.put(f"{base}/v2/{AUTH_REPO}/manifests/v1", data=manifest) as response:
             assert response.status == 201
         url = f"{base}/v2/{AUTH_REPO}/manifests/v1"
@@ -472,6 +464,5 @@ async def test_pull_limit(make_registry: Any, http: aiohttp.ClientSession) -> No
         async with http.head(url) as response:
             assert response.status == 200  # HEAD is free
         async with http.get(url) as response:
-            assert response.status == 429
-            assert (await response.json())["errors"][0]["code"] == "TOOMANYREQUESTS"
+            await expect_error(response, 429, "TOOMANYREQUESTS")
             assert "Retry-After" not in response.headers

@@ -39,7 +39,7 @@ from layerhoist.registry.simulation import Simulator
 from layerhoist.registry.stats import RegistryStats
 from layerhoist.registry.storage import BlobStore, Upload
 from layerhoist.registry.validation import UPLOAD_ID_RE, is_digest, is_repository_name, is_tag
-from layerhoist.registry.wire import Body, JsonLimits, parse_object
+from layerhoist.registry.wire import Body, parse_object
 
 #: ``Content-Range`` of a PATCH: ``START-END`` (distribution), ``bytes START-END`` tolerated.
 _CONTENT_RANGE_RE = re.compile(r"(?:bytes )?([0-9]{1,19})-([0-9]{1,19})")
@@ -81,9 +81,6 @@ class OciPush:
         self._release = release
         self._clock = clock
         self._wall_clock = wall_clock
-        self._json_limits = JsonLimits(
-            max_depth=settings.max_json_depth, max_containers=settings.max_json_containers
-        )
 
     @property
     def _ecr_like(self) -> bool:
@@ -307,7 +304,7 @@ class OciPush:
                 OciCode.MANIFEST_INVALID, "empty manifest", status=HTTPStatus.BAD_REQUEST
             )
         # The structure check first: a manifest of a million ``{}`` must not be parsed whole.
-        parse_object(raw, self._json_limits)
+        parse_object(raw, self._ecr.json_limits)
         declared = request.content_type
         record = self._catalog.repository(name)
         assert record is not None
