@@ -228,6 +228,52 @@ def test_read_side_and_unknown_paths_never_answer_500(
     assert status != 500
 
 
+upload_ids = st.one_of(
+    st.uuids().map(str),
+    st.text(max_size=40).map(path_part),
+)
+write_paths = st.one_of(
+    st.builds(
+        lambda name, query: f"/v2/{name}/blobs/uploads/?{query}",
+        names.map(lambda n: quote(n, safe="/")),
+        st.builds(
+            lambda key, value: f"{key}={value}",
+            st.sampled_from(["digest", "mount", "from", "n"]),
+            (digests | names | st.text(max_size=20)).map(lambda t: quote(t, safe="")),
+        ),
+    ),
+    st.builds(
+        lambda upload, digest: f"/v2/{REPO}/blobs/uploads/{upload}?digest={digest}",
+        upload_ids,
+        digests.map(lambda t: quote(t, safe="")),
+    ),
+    st.builds(
+        lambda name, reference: f"/v2/{name}/manifests/{reference}",
+        names.map(lambda n: quote(n, safe="/")),
+        (digests | st.text(max_size=20)).map(path_part),
+    ),
+)
+write_headers = st.dictionaries(
+    st.sampled_from(["Content-Range", "Content-Type", "Authorization", "Accept", "Range"]),
+    st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30),
+    max_size=3,
+)
+
+
+@settings(EXAMPLES, max_examples=80)
+@given(
+    path=write_paths,
+    method=st.sampled_from(["POST", "PATCH", "PUT", "DELETE", "OPTIONS"]),
+    body=bodies,
+    headers=write_headers,
+)
+def test_write_side_never_answers_500(
+    server: Server, path: str, method: str, body: bytes, headers: dict[str, str]
+) -> None:
+    status, _ = request(server, method, path, body, headers)
+    assert status != 500
+
+
 @settings(EXAMPLES, max_examples=60)
 @given(
     changes=st.dictionaries(

@@ -17,9 +17,9 @@ import anyio
 
 from layerhoist.exits import EXIT_FAILED, EXIT_OK
 from layerhoist.registry.server import EmbeddedRegistry
-from layerhoist.registry.settings import RegistrySettings
+from layerhoist.registry.settings import FLAVORS, OCI_AUTH_MODES, RegistrySettings
 from layerhoist.registry.simulation import QUOTA_PROFILES, SimulationSettings, parse_rate
-from layerhoist.units import parse_size
+from layerhoist.units import parse_duration, parse_size
 
 #: The settings' own defaults, shown as the flags' defaults.
 DEFAULTS = RegistrySettings(data_dir=Path())
@@ -35,6 +35,27 @@ def _credentials(pairs: list[str] | None) -> Mapping[str, str] | None:
             raise ValueError(f"credentials must look like AKID:SECRET, not {pair!r}")
         result[key] = secret
     return result
+
+
+def _users(text: str | None) -> dict[str, str]:
+    users = {}
+    for pair in (text or "").split(","):
+        if not pair:
+            continue
+        user, sep, password = pair.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"--oci-users must look like USER:PASS[,USER:PASS...], not {pair!r}")
+        users[user] = password
+    return users
+
+
+def _pull_limit(text: str | None) -> dict[str, object]:
+    if text is None:
+        return {}
+    count, sep, window = text.partition("/")
+    if not sep or not count.isascii() or not count.isdigit():
+        raise ValueError(f"--pull-limit must look like N/WINDOW (100/6h), not {text!r}")
+    return {"pull_limit": int(count), "pull_limit_window": parse_duration(window)}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +114,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="request body bytes held at once, e.g. 512MiB (default: 16 of the largest)",
     )
     parser.add_argument(
+        "--flavor",
+        choices=FLAVORS,
+        default=DEFAULTS.flavor,
+        help="which registry /v2/ behaves like, quirks included (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--oci-auth",
+        choices=OCI_AUTH_MODES,
+        default=DEFAULTS.oci_auth,
+        help="how /v2/ clients authenticate (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--oci-users", metavar="USER:PASS[,USER:PASS...]", help="the accounts of /v2/"
+    )
+    parser.add_argument(
+        "--pull-limit",
+        metavar="N/WINDOW",
+        help="manifest GETs per client address and window, e.g. 100/6h (Docker Hub's)",
+    )
+    parser.add_argument(
+        "--oci-faults",
+        action="store_true",
+        help="let --fault-rate and --drop-rate hit /v2/ requests too (blob GETs cut halfway)",
+    )
+    parser.add_argument(
         "--upload-idle-limit",
         type=float,
         default=DEFAULTS.upload_idle_limit,
@@ -130,7 +176,11 @@ def settings_from_args(args: argparse.Namespace, data_dir: Path) -> RegistrySett
         body_idle_timeout=args.body_idle_timeout,
         max_connections=args.max_connections,
         upload_idle_limit=args.upload_idle_limit,
-    ).replace(**sizes)
+        flavor=args.flavor,
+        oci_auth=args.oci_auth,
+        oci_users=_users(args.oci_users),
+        oci_faults=args.oci_faults,
+    ).replace(**sizes, **_pull_limit(args.pull_limit))
 
 
 async def serve(settings: RegistrySettings) -> None:

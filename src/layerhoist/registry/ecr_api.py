@@ -41,7 +41,7 @@ from layerhoist.registry.catalog import (
     RepositoryRecord,
 )
 from layerhoist.registry.errors import Code, EcrError
-from layerhoist.registry.manifests import inspect_manifest
+from layerhoist.registry.manifests import ManifestInfo, inspect_manifest
 from layerhoist.registry.settings import RegistrySettings
 from layerhoist.registry.simulation import Simulator
 from layerhoist.registry.stats import RegistryStats
@@ -156,6 +156,9 @@ class EcrApi:
         )
         #: ``host:port`` the registry is reachable at (set once it listens): repositoryUri.
         self.registry_host = f"{settings.host}:{settings.port}"
+        #: Passwords of the GetAuthorizationToken tokens issued -> expiry (wall clock), oldest
+        #: first, at most ``oci_max_tokens``: ``/v2/`` of the ECR flavors accepts them.
+        self._passwords: dict[str, float] = {}
         self._handlers: Mapping[str, Callable[[Service, Params], Awaitable[Result]]] = {
             "BatchCheckLayerAvailability": self._batch_check_layer_availability,
             "BatchDeleteImage": self._batch_delete_image,
@@ -221,7 +224,8 @@ class EcrApi:
             document["encryptionConfiguration"] = {"encryptionType": "AES256"}
         return document
 
-    def _upload(self, repository: str, params: Params) -> Upload:
+    def find_upload(self, repository: str, params: Params) -> Upload:
+        """The open upload ``params["uploadId"]`` of ``repository``, or UploadNotFoundException."""
         upload_id = v.upload_id(params)
         upload = self._store.get_upload(upload_id)
         if upload is not None and self._expired(upload):
@@ -235,7 +239,8 @@ class EcrApi:
         self._store.touch(upload, now=self._clock())
         return upload
 
-    def _still_open(self, upload: Upload) -> None:
+    def check_open(self, upload: Upload) -> None:
+        """UploadNotFoundException unless ``upload`` is still open."""
         # Called with the upload's lock held: a request that waited for the lock may find
         # the upload completed or discarded by the one before it.
         if self._store.get_upload(upload.upload_id) is not upload:
@@ -442,9 +447,9 @@ class EcrApi:
         last = v.required_int(params, "partLastByte")
         if params.get(BLOB_FIELD) != "":
             raise v.invalid(BLOB_FIELD, "a base64 string is required")
-        upload = self._upload(record.name, params)
+        upload = self.find_upload(record.name, params)
         async with upload.lock:
-            self._still_open(upload)
+            self.check_open(upload)
             self._check_part(upload, first=first, last=last, length=len(data))
             stored = self._simulator.corrupt(data)
             if stored is not data:
@@ -486,9 +491,9 @@ class EcrApi:
         if len(digests) != 1:
             raise v.invalid("layerDigests", "exactly one digest is required")
         digest = v.digest(digests[0], "layerDigests")
-        upload = self._upload(record.name, params)
+        upload = self.find_upload(record.name, params)
         async with upload.lock:
-            self._still_open(upload)
+            self.check_open(upload)
             if not upload.part_sizes:
                 raise EcrError(Code.EMPTY_UPLOAD, f"The upload '{upload.upload_id}' has no parts")
             small = [s for s in upload.part_sizes[:-1] if s < self._settings.min_part_size]
@@ -533,14 +538,47 @@ class EcrApi:
         tag = params.get("imageTag")
         if tag is not None:
             tag = v.tag(tag)
+        digest, info = self.store_image(
+            record,
+            raw,
+            media_type=v.optional_str(params, "imageManifestMediaType"),
+            tag=tag,
+            claimed_digest=v.optional_str(params, "imageDigest"),
+        )
+        image_id = {"imageDigest": digest}
+        if tag is not None:
+            image_id["imageTag"] = tag
+        return {
+            "image": {
+                "registryId": self._settings.account_id,
+                "repositoryName": record.name,
+                "imageId": image_id,
+                "imageManifest": text,
+                "imageManifestMediaType": info.media_type,
+            }
+        }
+
+    def store_image(
+        self,
+        record: RepositoryRecord,
+        raw: bytes,
+        *,
+        media_type: str | None,
+        tag: str | None,
+        claimed_digest: str | None,
+    ) -> tuple[str, ManifestInfo]:
+        """Check a manifest as PutImage does and store it; its digest and what it holds.
+
+        Shared by PutImage and the ``/v2/`` manifest PUT, so both refuse the same
+        manifests (EcrError: the ``/v2/`` side maps the codes to distribution's).
+        """
         digest = f"sha256:{hashlib.sha256(raw).hexdigest()}"
-        claimed = v.optional_str(params, "imageDigest")
-        if claimed is not None and claimed != digest:
+        if claimed_digest is not None and claimed_digest != digest:
             raise EcrError(
                 Code.IMAGE_DIGEST_DOES_NOT_MATCH,
-                f"The digest '{claimed}' does not match the manifest's digest '{digest}'",
+                f"The digest '{claimed_digest}' does not match the manifest's digest '{digest}'",
             )
-        info = inspect_manifest(raw, v.optional_str(params, "imageManifestMediaType"))
+        info = inspect_manifest(raw, media_type)
         missing_blobs = self._catalog.missing_blobs(record.name, info.blobs)
         if missing_blobs:
             raise EcrError(
@@ -570,18 +608,7 @@ class EcrApi:
             now=self._wall_clock(),
         )
         self._stats.images_put += 1
-        image_id = {"imageDigest": digest}
-        if tag is not None:
-            image_id["imageTag"] = tag
-        return {
-            "image": {
-                "registryId": self._settings.account_id,
-                "repositoryName": record.name,
-                "imageId": image_id,
-                "imageManifest": text,
-                "imageManifestMediaType": info.media_type,
-            }
-        }
+        return digest, info
 
     def _check_tag_rules(self, record: RepositoryRecord, *, digest: str, tag: str | None) -> None:
         exists = self._catalog.image(record.name, digest) is not None
@@ -708,8 +735,15 @@ class EcrApi:
     # Authentication
 
     async def _get_authorization_token(self, service: Service, params: Params) -> Result:
-        token = base64.b64encode(f"AWS:{uuid.uuid4()}".encode()).decode()
+        password = str(uuid.uuid4())
+        token = base64.b64encode(f"AWS:{password}".encode()).decode()
         expires = self._wall_clock() + TOKEN_LIFETIME
+        while self._passwords and (
+            len(self._passwords) >= self._settings.oci_max_tokens
+            or next(iter(self._passwords.values())) <= self._wall_clock()
+        ):
+            del self._passwords[next(iter(self._passwords))]
+        self._passwords[password] = expires
         if service is ECR_PUBLIC:
             return {"authorizationData": {"authorizationToken": token, "expiresAt": expires}}
         return {
@@ -721,6 +755,11 @@ class EcrApi:
                 }
             ]
         }
+
+    def valid_password(self, password: str) -> bool:
+        """Whether GetAuthorizationToken issued ``password`` and its token has not expired."""
+        expires = self._passwords.get(password)
+        return expires is not None and expires > self._wall_clock()
 
 
 def _page_offset(token: object) -> int:

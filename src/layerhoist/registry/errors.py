@@ -98,26 +98,66 @@ def storage_failure(error: OSError | sqlite3.Error) -> EcrError:
 
 
 class OciCode(StrEnum):
-    """Error codes of the OCI distribution specification used by the read side."""
+    """Error codes of the OCI distribution specification (and distribution's own)."""
 
     BLOB_UNKNOWN = "BLOB_UNKNOWN"
+    BLOB_UPLOAD_INVALID = "BLOB_UPLOAD_INVALID"
+    BLOB_UPLOAD_UNKNOWN = "BLOB_UPLOAD_UNKNOWN"
+    DENIED = "DENIED"
     DIGEST_INVALID = "DIGEST_INVALID"
+    MANIFEST_BLOB_UNKNOWN = "MANIFEST_BLOB_UNKNOWN"
+    MANIFEST_INVALID = "MANIFEST_INVALID"
     MANIFEST_UNKNOWN = "MANIFEST_UNKNOWN"
     NAME_INVALID = "NAME_INVALID"
     NAME_UNKNOWN = "NAME_UNKNOWN"
     PAGINATION_NUMBER_INVALID = "PAGINATION_NUMBER_INVALID"
+    RANGE_INVALID = "RANGE_INVALID"
+    SIZE_INVALID = "SIZE_INVALID"
+    TAG_INVALID = "TAG_INVALID"
+    TOOMANYREQUESTS = "TOOMANYREQUESTS"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    UNKNOWN = "UNKNOWN"
     UNSUPPORTED = "UNSUPPORTED"
 
 
 class OciError(Exception):
-    """A refusal of the OCI distribution read side."""
+    """A refusal of the ``/v2/`` API; ``headers`` go on the response (a challenge, a Range)."""
 
-    def __init__(self, code: OciCode, message: str, *, status: int) -> None:
+    def __init__(
+        self,
+        code: OciCode,
+        message: str,
+        *,
+        status: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.status = status
+        self.headers: Mapping[str, str] = dict(headers or {})
 
     def body(self) -> dict[str, object]:
         """The JSON document of the response."""
         return {"errors": [{"code": str(self.code), "message": self.message, "detail": {}}]}
+
+
+#: How the ``/v2/`` side answers an ECR refusal raised by code both APIs share.
+_OCI_EQUIVALENTS: Mapping[str, tuple[OciCode, int]] = {
+    Code.THROTTLING: (OciCode.TOOMANYREQUESTS, HTTPStatus.TOO_MANY_REQUESTS),
+    Code.LAYERS_NOT_FOUND: (OciCode.MANIFEST_BLOB_UNKNOWN, HTTPStatus.BAD_REQUEST),
+    Code.REFERENCED_IMAGES_NOT_FOUND: (OciCode.MANIFEST_BLOB_UNKNOWN, HTTPStatus.BAD_REQUEST),
+    Code.IMAGE_DIGEST_DOES_NOT_MATCH: (OciCode.DIGEST_INVALID, HTTPStatus.BAD_REQUEST),
+    Code.IMAGE_TAG_ALREADY_EXISTS: (OciCode.TAG_INVALID, HTTPStatus.BAD_REQUEST),
+    Code.INVALID_PARAMETER: (OciCode.MANIFEST_INVALID, HTTPStatus.BAD_REQUEST),
+    Code.SERIALIZATION: (OciCode.SIZE_INVALID, HTTPStatus.BAD_REQUEST),
+    Code.SERVER: (OciCode.UNKNOWN, HTTPStatus.INTERNAL_SERVER_ERROR),
+}
+
+
+def oci_equivalent(error: EcrError) -> OciError:
+    """The ``/v2/`` refusal matching an ECR one (a body over its limit is SIZE_INVALID, 413)."""
+    if error.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE:
+        return OciError(OciCode.SIZE_INVALID, error.message, status=error.status)
+    code, status = _OCI_EQUIVALENTS.get(error.code, (OciCode.UNKNOWN, error.status))
+    return OciError(code, error.message, status=status)

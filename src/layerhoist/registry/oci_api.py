@@ -1,8 +1,10 @@
 """The OCI distribution read side: what was pushed through the ECR API, served to pullers.
 
-Anonymous and read-only: ``/v2/``, manifests and blobs by tag or digest (GET and
-HEAD), ``tags/list`` and ``_catalog``. Manifests are served with the exact bytes and
-media type they were pushed with, so their digests match. Blobs stream from disk.
+``/v2/``, manifests and blobs by tag or digest (GET and HEAD), ``tags/list`` and
+``_catalog`` (the write side is ``oci_push.py``, auth ``oci_auth.py``). Manifests are
+served with the exact bytes and media type they were pushed with, so their digests
+match, and only to clients whose ``Accept`` takes that type (else MANIFEST_UNKNOWN, as
+distribution answers). Blobs stream from disk, ``Range`` honoured also while paced.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ STREAM_CHUNK = 256 * 1024
 MAX_LIST = 10_000
 #: ``n`` of a listing: decimal ASCII digits, no longer than ``MAX_LIST`` needs.
 _COUNT_RE = re.compile(rf"[0-9]{{1,{len(str(MAX_LIST))}}}")
+
+#: Set on a request whose blob body the simulation cuts off halfway (a dropped connection).
+DROP_KEY = web.RequestKey("layerhoist.drop", bool)
 
 #: Paces the bytes written on the connection of one request.
 Pacer = Callable[[web.BaseRequest], Callable[[int], Awaitable[None]] | None]
@@ -79,10 +84,14 @@ class OciApi:
         else:
             digest = None
         image = None if digest is None else self._catalog.image(name, digest)
-        if image is None:
+        accepted = _accepted_types(request)
+        if image is None or (accepted is not None and image.media_type not in accepted):
+            # A client that does not accept the manifest's type is not handed it: distribution
+            # answers MANIFEST_UNKNOWN, as if the manifest were not there.
             raise OciError(
                 OciCode.MANIFEST_UNKNOWN,
-                f"manifest unknown: {name}:{reference}",
+                f"manifest unknown: {name}:{reference}"
+                + ("" if image is None else f" (stored as {image.media_type}, not accepted)"),
                 status=HTTPStatus.NOT_FOUND,
             )
         return web.Response(
@@ -116,25 +125,33 @@ class OciApi:
             "ETag": f'"{digest}"',
         }
         consume = self._pacer(request)
-        if consume is None:
+        cut = request.get(DROP_KEY, False)
+        if consume is None and not cut:
             return web.FileResponse(path, headers=headers)
-        return await _paced_file(request, path, size=size, headers=headers, consume=consume)
+        return await _paced_file(
+            request, path, size=size, headers=headers, consume=consume or _unpaced, cut=cut
+        )
 
     def _repository(self, request: web.Request) -> str:
-        name = request.match_info["name"]
-        if not is_repository_name(name):
-            raise OciError(
-                OciCode.NAME_INVALID,
-                f"invalid repository name {name!r}",
-                status=HTTPStatus.BAD_REQUEST,
-            )
-        if self._catalog.repository(name) is None:
-            raise OciError(
-                OciCode.NAME_UNKNOWN,
-                f"repository {name!r} not known to registry",
-                status=HTTPStatus.NOT_FOUND,
-            )
-        return name
+        return repository_name(request, self._catalog)
+
+
+def repository_name(request: web.Request, catalog: Catalog) -> str:
+    """The request's repository: NAME_INVALID when malformed, NAME_UNKNOWN when missing."""
+    name = request.match_info["name"]
+    if not is_repository_name(name):
+        raise OciError(
+            OciCode.NAME_INVALID,
+            f"invalid repository name {name!r}",
+            status=HTTPStatus.BAD_REQUEST,
+        )
+    if catalog.repository(name) is None:
+        raise OciError(
+            OciCode.NAME_UNKNOWN,
+            f"repository {name!r} not known to registry",
+            status=HTTPStatus.NOT_FOUND,
+        )
+    return name
 
 
 async def _paced_file(
@@ -144,17 +161,78 @@ async def _paced_file(
     size: int,
     headers: dict[str, str],
     consume: Callable[[int], Awaitable[None]],
+    cut: bool,
 ) -> web.StreamResponse:
+    """Stream ``path`` (or the ``Range`` asked for), paced; ``cut`` aborts it halfway."""
+    start, stop = _byte_range(request, size)
     response = web.StreamResponse(headers=headers)
-    response.content_length = size
+    if (start, stop) != (0, size):
+        response.set_status(HTTPStatus.PARTIAL_CONTENT)
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+    response.headers["Accept-Ranges"] = "bytes"
+    response.content_length = stop - start
     await response.prepare(request)
     if request.method != "HEAD":
+        # A dropped connection sends half of what it promised, then goes away.
+        end = start + (stop - start) // 2 if cut else stop
         async with await anyio.open_file(path, "rb") as file:
-            while chunk := await file.read(STREAM_CHUNK):
+            await file.seek(start)
+            position = start
+            while position < end:
+                chunk = await file.read(min(STREAM_CHUNK, end - position))
+                if not chunk:
+                    break
                 await consume(len(chunk))
                 await response.write(chunk)
+                position += len(chunk)
+        if cut:
+            if request.transport is not None:
+                request.transport.abort()
+            return response
     await response.write_eof()
     return response
+
+
+def _byte_range(request: web.Request, size: int) -> tuple[int, int]:
+    """``[start, stop)`` of a ``Range: bytes=…`` request (the whole blob without one)."""
+    unsatisfiable = OciError(
+        OciCode.RANGE_INVALID,
+        f"range not satisfiable for a blob of {size} bytes",
+        status=HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE,
+        headers={**API_VERSION_HEADER, "Content-Range": f"bytes */{size}"},
+    )
+    try:
+        wanted = request.http_range
+    except ValueError:
+        raise unsatisfiable from None
+    start, stop = wanted.start, wanted.stop
+    if start is None and stop is None:
+        return 0, size
+    if start is None:
+        start = 0
+    if start < 0:
+        start, stop = max(size + start, 0), None
+    stop = size if stop is None else min(stop, size)
+    if start >= stop:
+        raise unsatisfiable
+    return start, stop
+
+
+async def _unpaced(nbytes: int) -> None:
+    """Pace nothing: no bandwidth is simulated."""
+
+
+def _accepted_types(request: web.Request) -> frozenset[str] | None:
+    """The media types ``Accept`` lists; ``None`` when it accepts anything (or is absent)."""
+    types = set()
+    for header in request.headers.getall("Accept", []):
+        for item in header.split(","):
+            media_type = item.split(";", 1)[0].strip().lower()
+            if media_type in ("*/*", "application/*"):
+                return None
+            if media_type:
+                types.add(media_type)
+    return frozenset(types) or None
 
 
 def _listing(

@@ -59,8 +59,18 @@ from layerhoist.registry.ecr_api import (
     resolve_target,
     unknown_operation,
 )
-from layerhoist.registry.errors import Code, EcrError, OciError, storage_failure
-from layerhoist.registry.oci_api import API_VERSION_HEADER, OciApi
+from layerhoist.registry.errors import (
+    Code,
+    EcrError,
+    OciCode,
+    OciError,
+    oci_equivalent,
+    storage_failure,
+)
+from layerhoist.registry.oci_api import API_VERSION_HEADER, DROP_KEY, OciApi
+from layerhoist.registry.oci_auth import OciAuth
+from layerhoist.registry.oci_push import OciPush
+from layerhoist.registry.pull_limit import PullLimit
 from layerhoist.registry.settings import RegistrySettings
 from layerhoist.registry.sigv4 import SignatureError
 from layerhoist.registry.simulation import ConnectionBandwidth, Simulator
@@ -72,6 +82,7 @@ from layerhoist.registry.wire import (
     BodyUnreadable,
     json_response,
     read_body,
+    stream_body,
 )
 
 ECR_PATH = "/"
@@ -120,6 +131,17 @@ class EmbeddedRegistry:
         self._catalog: Catalog | None = None
         self._store: BlobStore | None = None
         self._ecr: EcrApi | None = None
+        self._oci_auth: OciAuth | None = None
+        self._pull_limit = (
+            None
+            if settings.pull_limit is None
+            else PullLimit(
+                limit=settings.pull_limit,
+                window=settings.pull_limit_window,
+                max_clients=settings.max_pull_clients,
+                clock=clock,
+            )
+        )
         self._runner: web.AppRunner | None = None
         self._connections: ConnectionLimit | None = None
         self._tasks: TaskGroup | None = None
@@ -171,11 +193,30 @@ class EmbeddedRegistry:
             clock=self._clock,
             wall_clock=self._wall_clock,
         )
+        self._oci_auth = OciAuth(
+            settings=self.settings,
+            ecr_password=self._ecr.valid_password,
+            wall_clock=self._wall_clock,
+        )
         app = web.Application(middlewares=[self._oci_middleware])
+        self._oci_auth.add_routes(app.router)
         app.router.add_post(ECR_PATH, self._ecr_endpoint)
         OciApi(catalog=self._catalog, store=self._store, pacer=self._blob_pacer).add_routes(
             app.router
         )
+        OciPush(
+            settings=self.settings,
+            catalog=self._catalog,
+            store=self._store,
+            ecr=self._ecr,
+            simulator=self._simulator,
+            stats=self._stats,
+            read_body=self._read_oci_body,
+            stream_body=self._stream_oci_body,
+            release=self._buffers.release,
+            clock=self._clock,
+            wall_clock=self._wall_clock,
+        ).add_routes(app.router)
         AdminApi(
             simulator=self._simulator,
             stats=self.stats,
@@ -274,11 +315,105 @@ class EmbeddedRegistry:
     ) -> web.StreamResponse:
         if request.path != OCI_PREFIX and not request.path.startswith(OCI_PREFIX + "/"):
             return await handler(request)
+        operation = oci_operation(request)
+        self._stats.requests[f"v2.{operation}"] += 1
         await self._simulator.latency()
         try:
-            return await handler(request)
+            if self._oci_auth is not None:
+                self._oci_auth.admit(request)
+            limit_headers = self._admit_pull(request, operation)
+            await self._simulate_oci(request, operation)
+            response = await handler(request)
+            response.headers.update(limit_headers)
+            return response
         except OciError as error:
-            return web.json_response(error.body(), status=error.status, headers=API_VERSION_HEADER)
+            return _oci_response(error)
+        except EcrError as error:
+            return _oci_response(oci_equivalent(error))
+        except web.HTTPException as error:
+            # 500 is how a cut connection ends (``_abandon``): nothing can be answered.
+            if error.status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+                raise
+            code = (
+                OciCode.UNSUPPORTED
+                if error.status == HTTPStatus.METHOD_NOT_ALLOWED
+                else OciCode.NAME_UNKNOWN
+                if error.status == HTTPStatus.NOT_FOUND
+                else OciCode.UNKNOWN
+            )
+            return _oci_response(OciError(code, error.reason, status=error.status))
+        except (OSError, sqlite3.Error) as error:
+            failure = storage_failure(error)
+            self._log.note("storage", f"/v2/ {operation} failed: {failure.message} ({error!r})")
+            return _oci_response(OciError(OciCode.UNKNOWN, failure.message, status=failure.status))
+        except Exception as error:
+            self._log.note(
+                "internal", f"/v2/ {operation} failed unexpectedly: {error!r}", error=error
+            )
+            return _oci_response(
+                OciError(
+                    OciCode.UNKNOWN,
+                    "An internal error occurred",
+                    status=HTTPStatus.INTERNAL_SERVER_ERROR,
+                )
+            )
+
+    def _admit_pull(self, request: web.Request, operation: str) -> dict[str, str]:
+        """The pull limit's headers for a manifest request (429 past it; HEADs are free)."""
+        if self._pull_limit is None or operation not in ("BatchGetImage", "HeadManifest"):
+            return {}
+        return self._pull_limit.admit(
+            request.remote or "unknown", counted=operation == "BatchGetImage"
+        )
+
+    async def _simulate_oci(self, request: web.Request, operation: str) -> None:
+        """The simulation's quotas and faults, as the JSON API's operations meet them."""
+        if self._simulator.throttled(operation):
+            raise OciError(
+                OciCode.TOOMANYREQUESTS,
+                "Rate exceeded",
+                status=HTTPStatus.TOO_MANY_REQUESTS,
+            )
+        if not self.settings.oci_faults:
+            return
+        fault = self._simulator.decide_fault(operation)
+        if fault == "none":
+            return
+        self._stats.faults[fault] += 1
+        if fault == "error":
+            raise OciError(
+                OciCode.UNKNOWN,
+                "An injected transient server error occurred",
+                status=HTTPStatus.INTERNAL_SERVER_ERROR,
+            )
+        if request.method == "GET" and "digest" in request.match_info:
+            # A blob GET is cut in the middle of its body (the read side looks at this).
+            request[DROP_KEY] = True
+            return
+        if request.body_exists:
+            await _drop(request, self.settings.body_idle_timeout)
+        _abandon(request)
+
+    async def _read_oci_body(self, request: web.Request, limit: int) -> Body:
+        return await self._read_body(request, limit=limit)
+
+    async def _stream_oci_body(
+        self, request: web.Request, sink: Callable[[bytes, bool], Awaitable[None]]
+    ) -> int:
+        """Stream a ``/v2/`` blob body into ``sink``; a stalled or broken one is cut off."""
+        try:
+            return await stream_body(
+                request,
+                buffers=self._buffers,
+                piece_size=min(self.settings.oci_stream_piece, self.settings.buffered_body_limit),
+                limit=self.settings.max_blob_size,
+                idle_timeout=self.settings.body_idle_timeout,
+                consume=_consume_with(self._pacer(request)),
+                sink=sink,
+            )
+        except BodyUnreadable as error:
+            self._log.note("body", f"closing connections whose request body stops: {error}")
+            _abandon(request)
 
     async def _ecr_endpoint(self, request: web.Request) -> web.StreamResponse:
         target = request.headers.get("X-Amz-Target", "")
@@ -392,6 +527,43 @@ class EmbeddedRegistry:
             return bytes(body.view)
         finally:
             self._buffers.release(body)
+
+
+#: The operation a ``/v2/`` request amounts to, by method and route parameter: the names
+#: of the JSON API's operations, so that quotas and faults set for those apply to both
+#: transports (a ``docker push`` to ECR is counted against the same quotas).
+_OCI_OPERATIONS = {
+    ("POST", "name"): "InitiateLayerUpload",
+    ("PATCH", "upload_id"): "UploadLayerPart",
+    ("PUT", "upload_id"): "CompleteLayerUpload",
+    ("GET", "upload_id"): "GetUploadStatus",
+    ("DELETE", "upload_id"): "CancelUpload",
+    ("PUT", "reference"): "PutImage",
+    ("GET", "reference"): "BatchGetImage",
+    ("HEAD", "reference"): "HeadManifest",
+    ("DELETE", "reference"): "BatchDeleteImage",
+    ("GET", "digest"): "GetDownloadUrlForLayer",
+    ("HEAD", "digest"): "BatchCheckLayerAvailability",
+}
+#: The route parameter that tells ``/v2/`` routes apart, most specific first.
+_OCI_KEYS = ("upload_id", "reference", "digest", "name")
+
+
+def oci_operation(request: web.Request) -> str:
+    """The operation name a ``/v2/`` request is counted, throttled and faulted under."""
+    info = request.match_info
+    for key in _OCI_KEYS:
+        if key in info:
+            if request.path.endswith("/tags/list"):
+                return "ListImages"
+            return _OCI_OPERATIONS.get((request.method, key), f"{request.method}:{key}")
+    return "Ping" if request.path.rstrip("/") == OCI_PREFIX else "Other"
+
+
+def _oci_response(error: OciError) -> web.Response:
+    return web.json_response(
+        error.body(), status=error.status, headers={**API_VERSION_HEADER, **error.headers}
+    )
 
 
 def _consume_with(pacer: ConnectionBandwidth | None) -> Callable[[int], Awaitable[None]]:

@@ -58,6 +58,20 @@ DEFAULT_UPLOAD_IDLE_LIMIT = 3600.0
 DEFAULT_UPLOAD_SWEEP_INTERVAL = 60.0
 #: Shortest time between two log lines about one condition (the rest are counted).
 DEFAULT_LOG_INTERVAL = 60.0
+#: Bytes of a streamed ``/v2/`` blob body held before they are written: one piece per request.
+DEFAULT_OCI_STREAM_PIECE = 1 * MiB
+#: The largest layer ECR private takes (52,000 MiB); ECR Public's is 10,000 MiB.
+DEFAULT_MAX_BLOB_SIZE = 52_000 * MiB
+#: Seconds a token of the ``/v2/`` token realm lasts (Docker Hub's tokens last 300 s).
+DEFAULT_TOKEN_LIFETIME = 300.0
+#: Tokens kept at once; the oldest go first (a client asks again on its next 401).
+DEFAULT_MAX_TOKENS = 10_000
+#: Clients (addresses) whose pulls are counted at once under ``pull_limit``.
+DEFAULT_MAX_PULL_CLIENTS = 10_000
+#: What ``/v2/`` behaves like: CNCF distribution, ECR private or ECR Public.
+FLAVORS = ("distribution", "ecr", "ecr-public")
+#: How ``/v2/`` requests authenticate.
+OCI_AUTH_MODES = ("none", "basic", "token")
 
 
 def base64_length(nbytes: int) -> int:
@@ -122,6 +136,41 @@ class RegistrySettings:
     upload_sweep_interval: float = DEFAULT_UPLOAD_SWEEP_INTERVAL
     #: Shortest time between two log lines about the same condition.
     log_interval: float = DEFAULT_LOG_INTERVAL
+    #: Which registry ``/v2/`` imitates: ``distribution`` creates a repository on its first
+    #: push; ``ecr`` and ``ecr-public`` answer with ECR's quirks (``NAME_UNKNOWN`` for a
+    #: missing repository, 201 on PATCH, ``min_part_size`` per PATCH but the last,
+    #: ``BLOB_UPLOAD_INVALID`` on a digest mismatch; ECR Public never mounts).
+    flavor: str = "distribution"
+    #: ``/v2/`` authentication: ``none``, ``basic`` (401 with a Basic challenge) or ``token``
+    #: (a Bearer challenge naming the token realm ``/_layerhoist/token`` on this port).
+    oci_auth: str = "none"
+    #: User -> password of ``/v2/`` (Basic, or Basic at the token realm). With the ``ecr`` and
+    #: ``ecr-public`` flavors the password of a GetAuthorizationToken token (user ``AWS``) is
+    #: accepted too.
+    oci_users: Mapping[str, str] = field(default_factory=dict)
+    #: Whether the token realm hands pull-only tokens to callers without credentials.
+    oci_anonymous_pull: bool = True
+    #: Seconds a realm token lasts (``expires_in``).
+    oci_token_lifetime: float = DEFAULT_TOKEN_LIFETIME
+    #: Realm tokens remembered at once (bounded memory; the oldest are forgotten first).
+    oci_max_tokens: int = DEFAULT_MAX_TOKENS
+    #: Manifest GETs allowed per client address in ``pull_limit_window`` seconds (Docker
+    #: Hub's pull limit); ``None`` counts nothing. HEAD requests are free.
+    pull_limit: int | None = None
+    #: The pull limit's window in seconds (Docker Hub: 6 hours).
+    pull_limit_window: float = 6 * 3600.0
+    #: Client addresses counted at once; beyond it the stalest count is forgotten.
+    max_pull_clients: int = DEFAULT_MAX_PULL_CLIENTS
+    #: Whether the simulation's ``fault_rate`` and ``drop_rate`` hit ``/v2/`` requests too
+    #: (a blob GET is then cut halfway). Off by default: chaos aimed at a pusher through the
+    #: JSON API must leave the readers that verify its result alone. Latency, bandwidth and
+    #: quotas apply to ``/v2/`` always.
+    oci_faults: bool = False
+    #: Bytes of a streamed ``/v2/`` blob body held at once per request (from the body budget,
+    #: so never more than ``max_buffered_body_bytes``).
+    oci_stream_piece: int = DEFAULT_OCI_STREAM_PIECE
+    #: Largest blob ``/v2/`` accepts (one request's body, or an upload's total).
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE
 
     def __post_init__(self) -> None:
         if not 0 < self.min_part_size <= self.part_size <= self.max_part_size:
@@ -154,6 +203,21 @@ class RegistrySettings:
             raise ValueError(f"port out of range: {self.port}")
         if self.shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must be >= 0")
+        if self.flavor not in FLAVORS:
+            raise ValueError(f"flavor must be one of {', '.join(FLAVORS)}, not {self.flavor!r}")
+        if self.oci_auth not in OCI_AUTH_MODES:
+            raise ValueError(f"oci_auth must be one of {', '.join(OCI_AUTH_MODES)}")
+        for user, password in self.oci_users.items():
+            if not user or ":" in user or not password:
+                raise ValueError("oci_users need a user without ':' and a password")
+        for name in ("oci_token_lifetime", "pull_limit_window"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("oci_max_tokens", "max_pull_clients", "oci_stream_piece", "max_blob_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.pull_limit is not None and self.pull_limit < 0:
+            raise ValueError("pull_limit must be >= 0")
 
     @property
     def body_limit(self) -> int:

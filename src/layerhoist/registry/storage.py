@@ -238,11 +238,18 @@ class BlobStore:
         self._uploads.pop(upload.upload_id, None)
         upload.path.unlink(missing_ok=True)
 
-    async def append(self, upload: Upload, data: bytes) -> None:
-        """Append one part to the upload; the caller holds ``upload.lock``."""
+    async def append(self, upload: Upload, data: bytes, *, new_part: bool = True) -> None:
+        """Append bytes to the upload; the caller holds ``upload.lock``.
+
+        ``new_part=False`` adds them to the last part instead of starting one: a ``/v2/``
+        PATCH is one part however many pieces its streamed body is written in.
+        """
         await anyio.to_thread.run_sync(self._append, upload, data)
         upload.size += len(data)
-        upload.part_sizes.append(len(data))
+        if new_part or not upload.part_sizes:
+            upload.part_sizes.append(len(data))
+        else:
+            upload.part_sizes[-1] += len(data)
 
     def _append(self, upload: Upload, data: bytes) -> None:
         # Runs in a worker thread: hashlib and file writes release the GIL on large
@@ -261,7 +268,8 @@ class BlobStore:
         bytes, identical by digest, are simply dropped. If the last write fails the upload
         stays as it was, and completing it again may succeed.
         """
-        if upload.tail:
+        if upload.tail or upload.size == 0:
+            # An empty blob (pushable through /v2/) has no part that created its file.
             _write_at(self._write, upload.path, upload.tail, upload.size - len(upload.tail))
         # A write that failed before may have left bytes past the end.
         os.truncate(upload.path, upload.size)

@@ -176,6 +176,63 @@ async def read_body(
     return body
 
 
+async def stream_body(
+    request: web.BaseRequest,
+    *,
+    buffers: BodyBuffers,
+    piece_size: int,
+    limit: int,
+    idle_timeout: float,
+    consume: Callable[[int], Awaitable[None]],
+    sink: Callable[[bytes, bool], Awaitable[None]],
+) -> int:
+    """Hand the request body to ``sink`` in pieces of ``piece_size`` bytes; its length.
+
+    For bodies too large to hold (a ``/v2/`` blob): one piece is held at a time, reserved
+    from ``buffers``' budget before the first byte is read and allocated as bytes arrive.
+    ``sink(piece, first)`` is awaited for each piece (``first`` for the body's first one; an
+    empty body gives none). Refusals are those of :func:`read_body`.
+    """
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise too_large(limit)
+    reserved = min(piece_size, declared if declared is not None else piece_size)
+    buffers.reserve(reserved)
+    piece = bytearray()
+    total = 0
+    first = True
+    try:
+        with anyio.CancelScope() as idle:
+            while True:
+                idle.deadline = anyio.current_time() + idle_timeout
+                chunk = await _next_chunk(request)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if total > limit:
+                    raise too_large(limit)
+                view = memoryview(chunk)
+                while view:
+                    room = piece_size - len(piece)
+                    piece += view[:room]
+                    view = view[room:]
+                    if len(piece) == piece_size:
+                        idle.deadline = anyio.current_time() + idle_timeout
+                        await sink(bytes(piece), first)
+                        first = False
+                        piece.clear()
+                await consume(len(chunk))
+        if idle.cancelled_caught:
+            raise BodyUnreadable(f"no byte of the request body for {idle_timeout:g} s")
+        if piece:
+            await sink(bytes(piece), first)
+    finally:
+        buffers.release(Body(bytearray(), 0, reserved))
+    if declared is not None and total != declared:
+        raise serialization_error("request body shorter than its Content-Length")
+    return total
+
+
 @dataclass
 class _Intake:
     """A body being read: its buffer, the bytes received and the bytes of budget reserved."""
