@@ -419,7 +419,7 @@ async def test_ecr_flavor_refuses_a_missing_repository(
 async def test_accept_negotiation_and_ranges_while_paced(
     make_registry: Any, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    async with make_registry(oci_faults=True) as registry:
+    async with make_registry() as registry:
         base = registry.endpoint_url
         data = bytes(range(256)) * 64
         digest = await push_blob(http, base, AUTH_REPO, data)

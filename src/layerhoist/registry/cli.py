@@ -134,11 +134,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="manifest GETs per client address and window, e.g. 100/6h (Docker Hub's)",
     )
     parser.add_argument(
-        "--oci-faults",
-        action="store_true",
-        help="let --fault-rate and --drop-rate hit /v2/ requests too (blob GETs cut halfway)",
-    )
-    parser.add_argument(
         "--upload-idle-limit",
         type=float,
         default=DEFAULTS.upload_idle_limit,
@@ -179,7 +174,6 @@ def settings_from_args(args: argparse.Namespace, data_dir: Path) -> RegistrySett
         flavor=args.flavor,
         oci_auth=args.oci_auth,
         oci_users=_users(args.oci_users),
-        oci_faults=args.oci_faults,
     ).replace(**sizes, **_pull_limit(args.pull_limit))
 
 

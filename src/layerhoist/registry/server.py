@@ -374,8 +374,6 @@ class EmbeddedRegistry:
                 "Rate exceeded",
                 status=HTTPStatus.TOO_MANY_REQUESTS,
             )
-        if not self.settings.oci_faults:
-            return
         fault = self._simulator.decide_fault(operation)
         if fault == "none":
             return

@@ -161,11 +161,6 @@ class RegistrySettings:
     pull_limit_window: float = 6 * 3600.0
     #: Client addresses counted at once; beyond it the stalest count is forgotten.
     max_pull_clients: int = DEFAULT_MAX_PULL_CLIENTS
-    #: Whether the simulation's ``fault_rate`` and ``drop_rate`` hit ``/v2/`` requests too
-    #: (a blob GET is then cut halfway). Off by default: chaos aimed at a pusher through the
-    #: JSON API must leave the readers that verify its result alone. Latency, bandwidth and
-    #: quotas apply to ``/v2/`` always.
-    oci_faults: bool = False
     #: Bytes of a streamed ``/v2/`` blob body held at once per request (from the body budget,
     #: so never more than ``max_buffered_body_bytes``).
     oci_stream_piece: int = DEFAULT_OCI_STREAM_PIECE
