@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 import anyio
 
+from layerhoist.bench.targets import push_command
 from layerhoist.registry.admin import STATS_PATH
 from layerhoist.registry.launcher import RegistryProcess, client_env, free_port
 from layerhoist.registry.simulation import MAX_LATENCY_MS
@@ -59,22 +60,6 @@ async def _uploads_started(endpoint: str) -> None:
         await anyio.sleep(POLL_SECONDS)
 
 
-def _push_command(layout: Path, endpoint: str, repository: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "layerhoist",
-        "push",
-        f"oci:{layout}",
-        f"ecr-public:{repository}",
-        "--endpoint-url",
-        endpoint,
-        "--create-repo",
-        "--json",
-        "--quiet",
-    ]
-
-
 async def outage(layout: Path, workdir: Path, seconds: float) -> dict[str, Any]:
     """Kill the registry mid-push for ``seconds``; the push's outcome."""
     port = free_port()
@@ -83,7 +68,7 @@ async def outage(layout: Path, workdir: Path, seconds: float) -> dict[str, Any]:
     data_dir = workdir / "outage"
     started = time.monotonic()
     async with RegistryProcess(data_dir=data_dir, args=args) as first:
-        command = _push_command(layout, endpoint, "outage")
+        command = push_command(layout, endpoint, "outage", "--json")
         async with await anyio.open_process(command, env=client_env()) as push:
             await _uploads_started(endpoint)
             os.kill(first.pid, signal.SIGKILL)
@@ -109,7 +94,7 @@ async def interrupt(layout: Path, workdir: Path) -> dict[str, Any]:
     args = ["--bandwidth", BANDWIDTH]
     async with RegistryProcess(data_dir=workdir / "interrupt", args=args) as registry:
         endpoint = registry.endpoint_url
-        command = _push_command(layout, endpoint, "interrupt")
+        command = push_command(layout, endpoint, "interrupt", "--json")
         async with await anyio.open_process(command, env=client_env()) as push:
             await _uploads_started(endpoint)
             # From now on every request waits the longest latency the registry allows.

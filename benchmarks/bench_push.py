@@ -42,6 +42,7 @@ import xxhash
 
 from layerhoist.allocator import tune_malloc
 from layerhoist.bench.measure import measure_child
+from layerhoist.bench.targets import push_command
 from layerhoist.destinations.ecr.destination import EcrDestination
 from layerhoist.destinations.ecr.limits import BASE64_EXPANSION, PREFERRED_MAX_PART_SIZE
 from layerhoist.refs import parse_destination
@@ -97,23 +98,6 @@ async def run_child(name: str, command: Sequence[str]) -> Run:
         peak_rss_bytes=usage.peak_rss_bytes,
         exit_code=usage.exit_code,
     )
-
-
-def layerhoist_command(layout: Path, endpoint: str, repository: str, *extra: str) -> list[str]:
-    """``layerhoist push`` of a whole layout into the embedded registry, quietly."""
-    return [
-        sys.executable,
-        "-m",
-        "layerhoist",
-        "push",
-        f"oci:{layout}",
-        f"ecr-public:{repository}",
-        "--endpoint-url",
-        endpoint,
-        "--create-repo",
-        "--quiet",
-        *extra,
-    ]
 
 
 def baseline_command(layout: Path, endpoint: str, repository: str) -> list[str]:
@@ -217,7 +201,7 @@ async def bench_wan(work: Path) -> dict[str, object]:
             "baseline", baseline_command(layout, registry.endpoint_url, "bench/baseline")
         )
         hoist = await run_child(
-            "layerhoist", layerhoist_command(layout, registry.endpoint_url, "bench/layerhoist")
+            "layerhoist", push_command(layout, registry.endpoint_url, "bench/layerhoist")
         )
     return {
         "layout": "20 images x 5 layers x 4 MiB",
@@ -253,7 +237,7 @@ async def _cpu_case(work: Path, shape: Shape) -> dict[str, object]:
     idles: list[Run] = []
     async with RegistryProcess(data_dir=work / "registry") as registry:
         for attempt in range(CPU_REPEATS):
-            command = layerhoist_command(layout, registry.endpoint_url, f"bench/cpu{attempt}")
+            command = push_command(layout, registry.endpoint_url, f"bench/cpu{attempt}")
             pushes.append(await run_child("layerhoist", command))
             # The interpreter and aioboto3 start-up is paid once per process, not per
             # GiB: the same push again finds every blob present and measures it.
@@ -295,7 +279,7 @@ async def bench_memory(work: Path) -> dict[str, object]:
         write_oci_layout(layout, seed=300 + number, **shape)
         async with RegistryProcess(data_dir=work / f"memory-registry-{number}") as registry:
             run = await run_child(
-                label, layerhoist_command(layout, registry.endpoint_url, "bench/memory")
+                label, push_command(layout, registry.endpoint_url, "bench/memory")
             )
         results[label] = asdict(run)
         await anyio.to_thread.run_sync(_remove_tree, layout)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import aioboto3
@@ -161,3 +163,23 @@ class RemoteTarget:
                     if not gone:
                         failed.append(f"{repository}: {exc}")
         return failed
+
+
+def push_command(layout: Path, endpoint: str, repository: str, *extra: str) -> list[str]:
+    """The command line of ``layerhoist push`` of a whole layout into an embedded registry.
+
+    Quiet, creating the repository, in this interpreter; ``extra`` options are appended.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "layerhoist",
+        "push",
+        f"oci:{layout}",
+        f"ecr-public:{repository}",
+        "--endpoint-url",
+        endpoint,
+        "--create-repo",
+        "--quiet",
+        *extra,
+    ]
