@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 import layerhoist
+from commands import FAILED, OK, USAGE, one_line_error, push_cli
 from conftest import TEST_REGION, ClientFactory, RegistryFactory
 from layerhoist.destinations import DestinationOptions
 from layerhoist.destinations.ecr.oci import EcrOciDestination
@@ -235,4 +236,27 @@ async def test_chunks_under_5_mib_are_refused_and_5_mib_works(
             options=options(registry, chunk_size=5 * MiB),
         )
         assert result.ok, result.summary()
+        assert await api_digest(ecr_client, registry, "ecr-public", "v1") == layout_digest(source)
+
+
+async def test_the_cli_copies_with_transport_oci(
+    make_registry: RegistryFactory,
+    aws_env: dict[str, str],
+    ecr_client: ClientFactory,
+    tmp_path: Path,
+) -> None:
+    source = layout(tmp_path)
+    async with make_registry(flavor="ecr-public", oci_auth="token") as registry:
+        common = ("--transport", "oci", "--dest-tls-verify=false", "--quiet")
+        args = (f"oci:{source}:v1", f"ecr-public:{REPO}:v1", registry.endpoint_url, *common)
+        missing = await push_cli(aws_env, *args)
+        assert missing.returncode == FAILED
+        assert "--create-repo" in one_line_error(missing)
+        too_small = await push_cli(aws_env, *args, "--create-repo", "--chunk-size", "1MiB")
+        assert too_small.returncode == USAGE
+        assert "at least 5 MiB" in one_line_error(too_small)
+        done = await push_cli(aws_env, *args, "--create-repo")
+        assert done.returncode == OK, done.stderr.decode()
+        secret = await password(ecr_client, registry, "ecr-public")
+        assert secret not in done.stderr.decode() + done.stdout.decode()
         assert await api_digest(ecr_client, registry, "ecr-public", "v1") == layout_digest(source)
