@@ -175,6 +175,10 @@ class EcrDestination:
             # Without create, the error table turns this into the user's message.
             if error_code(exc) != "RepositoryNotFoundException" or not create:
                 raise
+        await self.create_repository()
+
+    async def create_repository(self) -> None:
+        """CreateRepository; a repository created meanwhile (already exists) is fine."""
         try:
             await self.call("CreateRepository", repositoryName=self.ref.repository)
         except ClientError as exc:

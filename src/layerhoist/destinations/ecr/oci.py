@@ -32,12 +32,10 @@ from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from botocore.exceptions import ClientError
 from yarl import URL
 
 from layerhoist.destinations.base import DestinationOptions, PartLimits
 from layerhoist.destinations.ecr.destination import EcrDestination
-from layerhoist.destinations.ecr.errors import error_code
 from layerhoist.destinations.ecr.limits import MIN_CHUNK_SIZE, OCI_STEP_QUOTAS
 from layerhoist.destinations.ecr.oci_errors import EcrOciErrors, is_missing_repository
 from layerhoist.destinations.ecr.token import EcrTokens, EcrTokenSettings
@@ -212,13 +210,6 @@ class EcrOciDestination:
         await self.registry.prepare(create=create)
         await self.api.prepare(create=create)
 
-    async def _create_repository(self) -> None:
-        try:
-            await self.api.call("CreateRepository", repositoryName=self.ref.repository)
-        except ClientError as exc:
-            if error_code(exc) != "RepositoryAlreadyExistsException":
-                raise
-
     async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         """BatchCheckLayerAvailability: one call per 100 digests, not a HEAD per blob."""
         return await self.api.missing_blobs(digests)
@@ -246,5 +237,5 @@ class EcrOciDestination:
         except RegistryResponseError as exc:
             if not (is_missing_repository(exc) and self._options.create_repository):
                 raise
-        await self._create_repository()
+        await self.api.create_repository()
         return await step()
