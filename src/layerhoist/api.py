@@ -103,7 +103,7 @@ async def prepare_push(
     image is pushed (an unreadable source, a missing repository, rejected credentials). The
     caller keeps ``source`` and closes it.
     """
-    part_limits(destination).check(config)
+    part_limits(destination, options).check(config)
     images = await _choose_platforms(source, await source.load(), platforms)
     targets = _targets(images, destination)
     async with open_destination(destination, config=config, options=options) as dest:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, get_args
 
 from layerhoist.cli import argtypes
 from layerhoist.destinations import DestinationOptions
+from layerhoist.destinations.base import ECR_TRANSPORTS
 from layerhoist.errors import UsageError
 from layerhoist.exits import EXIT_FAILED, EXIT_OK
 from layerhoist.refs import DOCKER_PREFIX
@@ -60,8 +61,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--chunk-size",
         type=argtypes.size,
         default=None,
-        help="docker:// destinations: upload each blob as PATCH chunks of this size "
-        "(default: one streamed PUT per blob)",
+        help="docker:// destinations and --transport oci: upload each blob as PATCH chunks "
+        "of this size (ECR: at least 5MiB; default: one streamed PUT per blob)",
     )
     parser.add_argument(
         "--memory-budget",
@@ -94,6 +95,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry-id", help="registry (account) id")
     parser.add_argument(
         "--create-repo", action="store_true", help="create the repository if missing"
+    )
+    parser.add_argument(
+        "--transport",
+        choices=ECR_TRANSPORTS,
+        default=DestinationOptions().transport,
+        help="ECR and ECR Public: push through the layer API (api, the default) or the "
+        "registry's /v2/ endpoint with a GetAuthorizationToken password (oci)",
     )
     _registry_options(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
@@ -185,6 +193,7 @@ async def _run_copy(args: argparse.Namespace, config: PushConfig) -> PushResult:
         authfile=args.authfile,
         tls_verify=args.dest_tls_verify,
         chunk_size=args.chunk_size,
+        transport=args.transport,
     )
     source_options = _source_options(args, config)
     progress = _progress(args)

@@ -13,7 +13,8 @@ The pipeline (:mod:`layerhoist.transfer.pipeline`) is written once against two p
 
 Each transport keeps its protocol, limits, quotas and error table in its own subpackage
 (:mod:`layerhoist.destinations.ecr`, :mod:`layerhoist.destinations.oci_layout`,
-:mod:`layerhoist.destinations.registry` for any OCI registry);
+:mod:`layerhoist.destinations.registry` for any OCI registry); ECR and ECR Public have two,
+their layer API and their ``/v2/`` endpoint (``DestinationOptions.transport``);
 :func:`part_limits` and :func:`open_destination` pick it by the reference's transport and
 import it only then (the AWS SDK loads for ECR destinations only).
 """
@@ -45,13 +46,14 @@ __all__ = [
 ]
 
 
-def part_limits(ref: DestinationRef) -> PartLimits:
-    """The part rules of the transport ``ref`` names, known before anything is opened."""
+def part_limits(ref: DestinationRef, options: DestinationOptions | None = None) -> PartLimits:
+    """The part rules of the transport ``ref`` (and ``options.transport``) names, known before
+    anything is opened."""
     if ref.transport == "oci":
         from layerhoist.destinations.oci_layout.limits import PART_LIMITS as LAYOUT_LIMITS
 
         return LAYOUT_LIMITS
-    if ref.transport == "docker":
+    if ref.transport == "docker" or (options is not None and options.transport == "oci"):
         from layerhoist.destinations.registry.limits import PART_LIMITS as REGISTRY_LIMITS
 
         return REGISTRY_LIMITS
@@ -98,6 +100,11 @@ def open_destination(
         )
         return destination
     # Imported here so that a command that never pushes does not load the AWS SDK.
+    if options.transport == "oci":
+        from layerhoist.destinations.ecr.oci import EcrOciDestination
+
+        destination = EcrOciDestination(ref, config=config, options=options)
+        return destination
     from layerhoist.destinations.ecr.destination import EcrDestination
 
     destination = EcrDestination(ref, config=config, options=options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from layerhoist.errors import UsageError
 from layerhoist.image import Descriptor, Manifest
@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from layerhoist.transfer.pacing import Pacer
     from layerhoist.transfer.parts import Part
     from layerhoist.transfer.verdicts import ErrorTable
+
+#: How an ECR or ECR Public destination is written: its JSON layer API, or its ``/v2/``
+#: (OCI distribution) endpoint.
+EcrTransport = Literal["api", "oci"]
+#: The transports ``--transport`` accepts.
+ECR_TRANSPORTS: tuple[EcrTransport, ...] = ("api", "oci")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +48,15 @@ class DestinationOptions:
     #: Upload each blob to an OCI registry as PATCH chunks of this many bytes
     #: (``--chunk-size``); ``None``: one streamed PUT per blob.
     chunk_size: int | None = None
+    #: ECR and ECR Public: through the layer API (``api``, the default) or their ``/v2/``
+    #: endpoint (``oci``) (``--transport``); other destinations have one transport each.
+    transport: EcrTransport = "api"
+
+    def __post_init__(self) -> None:
+        if self.transport not in ECR_TRANSPORTS:
+            raise UsageError(
+                f"--transport must be one of {', '.join(ECR_TRANSPORTS)}, not {self.transport!r}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import aiohttp
 import anyio
@@ -37,6 +38,9 @@ _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?
 HTTP_OK = 200
 #: A token answer larger than this is not a token answer.
 MAX_TOKEN_ANSWER = 1024 * 1024
+#: Credentials that change during a run (ECR's GetAuthorizationToken password): called before
+#: each use, it returns the current ones (refreshing them itself when they near expiry).
+CredentialSource: TypeAlias = Callable[[], Awaitable[Credentials]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,19 +95,25 @@ class Authenticator:
     """The ``Authorization`` header of each request to one registry, by scope.
 
     ``session`` returns the HTTP session to fetch tokens with; ``clock`` is monotonic seconds.
+    ``credentials`` may be a :data:`CredentialSource`, asked before each use.
     """
 
     def __init__(
         self,
         *,
         registry: str,
-        credentials: Credentials | None,
+        credentials: Credentials | CredentialSource | None,
         session: Callable[[], Awaitable[aiohttp.ClientSession]],
         settings: AuthSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._registry = registry
-        self._credentials = credentials
+        self._source: CredentialSource | None = None
+        self._credentials: Credentials | None = None
+        if isinstance(credentials, Credentials):
+            self._credentials = credentials
+        elif credentials is not None:
+            self._source = credentials
         self._session = session
         self._settings = settings or AuthSettings()
         self._clock = clock
@@ -117,6 +127,12 @@ class Authenticator:
     def identity(self) -> str:
         """Who requests are made as, for messages: ``as USER`` or ``anonymously``."""
         return f"as {self._credentials.username}" if self._credentials else "anonymously"
+
+    async def _current(self) -> Credentials | None:
+        """The credentials to use now: a source's current ones, else the fixed ones."""
+        if self._source is not None:
+            self._credentials = await self._source()
+        return self._credentials
 
     @property
     def scheme(self) -> str | None:
@@ -139,7 +155,8 @@ class Authenticator:
         if challenge is None:
             return None
         if challenge.scheme == "basic":
-            return basic_header(self._credentials) if self._credentials else None
+            credentials = await self._current()
+            return basic_header(credentials) if credentials else None
         token = self._tokens.get(scope)
         if token is not None and self._clock() < token.refresh_at:
             return token.header
@@ -164,8 +181,9 @@ class Authenticator:
         if "service" in challenge.params:
             query.append(("service", challenge.params["service"]))
         headers = {}
-        if self._credentials is not None:
-            headers["Authorization"] = basic_header(self._credentials)
+        credentials = await self._current()
+        if credentials is not None:
+            headers["Authorization"] = basic_header(credentials)
         what = f"token for {scope} from {URL(realm).with_query(None)} ({self.identity})"
         session = await self._session()
         started = self._clock()

@@ -24,7 +24,7 @@ import aiohttp
 import anyio
 from yarl import URL
 
-from layerhoist.oci.auth import Authenticator, AuthSettings
+from layerhoist.oci.auth import Authenticator, AuthSettings, CredentialSource
 from layerhoist.oci.credentials import Credentials
 from layerhoist.oci.errors import RegistryResponseError, parse_error_body
 from layerhoist.oci.ratelimit import RateLimit, parse_rate_limit
@@ -76,7 +76,11 @@ class RegistryClient:
 
     ``registry`` is the registry as references name it (``docker.io``), for messages and
     credential lookup; ``endpoint`` the ``HOST[:PORT]`` serving its API
-    (``registry-1.docker.io``). Use as an async context manager, or call :meth:`aclose`.
+    (``registry-1.docker.io``). ``credentials`` may be a source asked before each use
+    (credentials that expire during a run). ``scheme`` (``https`` or ``http``) is the one the
+    endpoint is known to speak, as ECR's ``proxyEndpoint`` names it; ``None``: https, or
+    http too when ``tls_verify`` is off. Use as an async context manager, or call
+    :meth:`aclose`.
     """
 
     def __init__(
@@ -84,12 +88,14 @@ class RegistryClient:
         *,
         registry: str,
         endpoint: str,
-        credentials: Credentials | None = None,
+        credentials: Credentials | CredentialSource | None = None,
         settings: ClientSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        scheme: str | None = None,
     ) -> None:
         self.registry = registry
         self.endpoint = endpoint
+        self.scheme = scheme
         self.settings = settings or ClientSettings()
         self.auth = Authenticator(
             registry=registry,
@@ -149,7 +155,10 @@ class RegistryClient:
 
     async def _ping(self) -> URL:
         session = await self._session()
-        schemes = ("https",) if self.settings.tls_verify else ("https", "http")
+        if self.scheme is not None:
+            schemes: tuple[str, ...] = (self.scheme,)
+        else:
+            schemes = ("https",) if self.settings.tls_verify else ("https", "http")
         for scheme in schemes:
             base = URL(f"{scheme}://{self.endpoint}")
             try:

@@ -142,13 +142,20 @@ class EcrDestination:
     ) -> None:
         await self._stack.aclose()
 
-    async def call(self, operation: str, **params: Any) -> dict[str, Any]:
-        """Make one API call (paced, measured, registry id added); botocore never retries it."""
+    async def call(
+        self, operation: str, *, in_registry: bool = True, **params: Any
+    ) -> dict[str, Any]:
+        """Make one API call (paced, measured, registry id added); botocore never retries it.
+
+        ``in_registry=False`` leaves the registry id out, for the operations that take none
+        (GetAuthorizationToken).
+        """
         method = getattr(self.client, xform_name(operation))
+        registry = self._registry if in_registry else {}
         async with self.pacer.slot(operation) if self.pacer else nullcontext():
             started = time.monotonic()
             try:
-                response: dict[str, Any] = await method(**self._registry, **params)
+                response: dict[str, Any] = await method(**registry, **params)
             except Exception as exc:
                 self.metrics.record(operation, time.monotonic() - started, ok=False)
                 if self.pacer is not None and classify(exc, operation=operation).throttled:
@@ -168,6 +175,10 @@ class EcrDestination:
             # Without create, the error table turns this into the user's message.
             if error_code(exc) != "RepositoryNotFoundException" or not create:
                 raise
+        await self.create_repository()
+
+    async def create_repository(self) -> None:
+        """CreateRepository; a repository created meanwhile (already exists) is fine."""
         try:
             await self.call("CreateRepository", repositoryName=self.ref.repository)
         except ClientError as exc:

@@ -72,3 +72,20 @@ def api_region(ref: DestinationRef, region: str | None) -> str | None:
     if ref.service == "ecr-public":
         return ECR_PUBLIC_REGION
     return region or ref.region
+
+
+#: ``docker push`` to ECR is translated into the layer API, whose quotas apply to it: each
+#: ``/v2/`` step (as :mod:`layerhoist.destinations.registry` names it) -> the API operation
+#: it counts as. A mount POST opens a session, as InitiateLayerUpload does.
+OCI_STEP_QUOTAS: Mapping[str, str] = MappingProxyType(
+    {
+        "StartUpload": "InitiateLayerUpload",
+        "MountBlob": "InitiateLayerUpload",
+        "PatchBlob": "UploadLayerPart",
+        "PutBlob": "CompleteLayerUpload",
+        "PutManifest": "PutImage",
+    }
+)
+#: Through ``/v2/``, every PATCH chunk but the last must be this large, as every API part
+#: (``LayerPartTooSmallException``); one streamed PUT has no chunk to check.
+MIN_CHUNK_SIZE = MIN_PART_SIZE

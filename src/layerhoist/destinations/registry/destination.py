@@ -21,9 +21,9 @@ the streamed PUTs run in; leaving it ends every upload not committed.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -35,6 +35,7 @@ from layerhoist.destinations.registry.limits import PART_LIMITS, RegistryUploadS
 from layerhoist.destinations.registry.mounts import PROCESS_BLOBS, KnownBlobs
 from layerhoist.destinations.registry.upload import (
     ChunkedUpload,
+    RequestPacing,
     StreamedUpload,
     UploadContext,
     timed,
@@ -51,6 +52,7 @@ from layerhoist.transfer.pacing import Pacer
 from layerhoist.transfer.verdicts import ErrorTable
 
 Upload = StreamedUpload | ChunkedUpload
+R = TypeVar("R")
 
 
 class RegistryDestination:
@@ -59,12 +61,14 @@ class RegistryDestination:
     ``known_blobs`` is shared by every destination of the process (default
     :data:`~.mounts.PROCESS_BLOBS`), so blobs pushed to one repository are mounted into the
     next one of the same registry.
+
+    A registry reached another way than ``docker://`` (ECR's ``/v2/``) passes its own
+    ``client`` (credentials and endpoint already chosen; closed with the destination) and
+    the ``pacing`` of its quotas, and names itself with ``description``.
     """
 
     #: Any part size; parts go on the wire raw.
     limits: PartLimits = PART_LIMITS
-    #: Distribution publishes no request quotas.
-    pacer: Pacer | None = None
 
     def __init__(
         self,
@@ -74,13 +78,19 @@ class RegistryDestination:
         options: DestinationOptions,
         settings: RegistryUploadSettings | None = None,
         known_blobs: KnownBlobs | None = None,
+        client: RegistryClient | None = None,
+        pacing: RequestPacing | None = None,
+        description: str | None = None,
     ) -> None:
         if ref.transport != "docker" or ref.host is None:
             raise ValueError(f"{ref} is not a docker:// destination")
         self.ref = ref
         self.host = ref.host
         self.repository = ref.repository
-        self.description = f"{DOCKER_PREFIX}{ref.host}/{ref.repository}"
+        self.description = description or f"{DOCKER_PREFIX}{ref.host}/{ref.repository}"
+        #: Client-side pacing of its requests (ECR's quotas); distribution publishes none.
+        self.pacer: Pacer | None = pacing.pacer if pacing is not None else None
+        self._pacing = pacing
         #: Requests made, errors and latency percentiles per operation.
         self.metrics = RequestMetrics()
         #: Registry quirks met, by name.
@@ -92,7 +102,7 @@ class RegistryDestination:
         self._options = options
         self._known = PROCESS_BLOBS if known_blobs is None else known_blobs
         self._part_size = self.settings.chunk_size or self.limits.part_size(config, offered=None)
-        self._client: RegistryClient | None = None
+        self._client: RegistryClient | None = client
         self._tasks: TaskGroup | None = None
         self._uploads: dict[str, Upload] = {}
         # Sessions a mount opened instead of mounting (202), used by the blob's upload.
@@ -110,18 +120,19 @@ class RegistryDestination:
         return self._client
 
     async def __aenter__(self) -> Self:
-        options = self._options
-        credentials = (
-            parse_credentials(options.credentials)
-            if options.credentials is not None
-            else await find_credentials(self.host, self.repository, auth_file=options.authfile)
-        )
-        self._client = RegistryClient(
-            registry=self.host,
-            endpoint=DOCKER_HUB_ENDPOINT if self.host == DOCKER_HUB else self.host,
-            credentials=credentials,
-            settings=ClientSettings(tls_verify=options.tls_verify),
-        )
+        if self._client is None:
+            options = self._options
+            credentials = (
+                parse_credentials(options.credentials)
+                if options.credentials is not None
+                else await find_credentials(self.host, self.repository, auth_file=options.authfile)
+            )
+            self._client = RegistryClient(
+                registry=self.host,
+                endpoint=DOCKER_HUB_ENDPOINT if self.host == DOCKER_HUB else self.host,
+                credentials=credentials,
+                settings=ClientSettings(tls_verify=options.tls_verify),
+            )
         self._tasks = anyio.create_task_group()
         await self._tasks.__aenter__()
         return self
@@ -153,7 +164,11 @@ class RegistryDestination:
             metrics=self.metrics,
             quirks=self.quirks,
             landed=self._landed,
+            pacing=self._pacing,
         )
+
+    async def _timed(self, operation: str, fn: Callable[[], Awaitable[R]]) -> R:
+        return await timed(self.metrics, operation, fn, pacing=self._pacing)
 
     def _landed(self, digest: str) -> None:
         self._uploads.pop(digest, None)
@@ -207,8 +222,7 @@ class RegistryDestination:
             return False
         where = f"{self.description}: blob {short_digest(digest)} (mount from {holders[0]})"
         try:
-            opened = await timed(
-                self.metrics,
+            opened = await self._timed(
                 "MountBlob",
                 lambda: open_upload(
                     self.client, self.repository, where=where, mount=(digest, holders[0])
@@ -235,8 +249,7 @@ class RegistryDestination:
         location = self._sessions.pop(digest, None)
         if location is None:
             where = f"{self.description}: blob {short_digest(digest)}"
-            opened = await timed(
-                self.metrics,
+            opened = await self._timed(
                 "StartUpload",
                 lambda: open_upload(self.client, self.repository, where=where),
             )
@@ -267,8 +280,7 @@ class RegistryDestination:
             if tag is not None
             else f"{self.description}@{short_digest(manifest.digest)}"
         )
-        await timed(
-            self.metrics,
+        await self._timed(
             "PutManifest",
             lambda: put_manifest(
                 self.client, self.repository, manifest, reference=reference, where=where

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sized
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sized
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,8 +32,10 @@ from yarl import URL
 from layerhoist.destinations.registry.errors import UploadBroken
 from layerhoist.image import short_digest
 from layerhoist.oci.client import RegistryClient
+from layerhoist.oci.errors import THROTTLED_STATUS, RegistryResponseError
 from layerhoist.oci.push import patch_chunk, put_blob
 from layerhoist.transfer.metrics import RequestMetrics
+from layerhoist.transfer.pacing import Pacer
 from layerhoist.transfer.parts import Part
 
 R = TypeVar("R")
@@ -42,15 +45,83 @@ PATCH_CREATED = "patch-answered-201"
 RANGE_STALLED = "range-not-advancing"
 
 
-async def timed(metrics: RequestMetrics, operation: str, fn: Callable[[], Awaitable[R]]) -> R:
-    """``await fn()``, counted in ``metrics`` as one ``operation`` with its latency."""
-    started = time.monotonic()
-    try:
-        result = await fn()
-    except BaseException:
-        metrics.record(operation, time.monotonic() - started, ok=False)
-        raise
+#: The registry error code of a throttled request (distribution's; 429 says the same).
+THROTTLED_CODE = "TOOMANYREQUESTS"
+
+
+def is_throttled(exc: BaseException) -> bool:
+    """Whether ``exc`` is a registry's "too many requests"."""
+    return isinstance(exc, RegistryResponseError) and (
+        exc.status == THROTTLED_STATUS or exc.code == THROTTLED_CODE
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestPacing:
+    """Client-side pacing of a registry whose ``/v2/`` steps count against API quotas (ECR).
+
+    A step not in ``operations`` is not paced.
+    """
+
+    pacer: Pacer
+    #: The step as :func:`timed` names it (``StartUpload``) -> the quota it counts against.
+    operations: Mapping[str, str]
+
+    def slot(self, step: str, *, hold_window: bool) -> AbstractAsyncContextManager[None]:
+        """Wait for ``step``'s turn; with ``hold_window`` hold a place in its window as well.
+
+        A streamed PUT lasts as long as its blob takes to send: holding a window place that
+        long would cap blob concurrency by a request-count window, so it takes its turn only.
+        """
+        operation = self.operations.get(step)
+        if operation is None:
+            return nullcontext()
+        if hold_window:
+            return self.pacer.slot(operation)
+        return _turn(self.pacer, operation)
+
+    def done(self, step: str, exc: BaseException | None) -> None:
+        """Tell the pacer how ``step`` went: throttled slows it down, success recovers."""
+        operation = self.operations.get(step)
+        if operation is None:
+            return
+        if exc is None:
+            self.pacer.succeeded(operation)
+        elif is_throttled(exc):
+            self.pacer.throttled(operation)
+
+
+@asynccontextmanager
+async def _turn(pacer: Pacer, operation: str) -> AsyncIterator[None]:
+    """Take ``operation``'s turn from the pacer's bucket, holding no window place."""
+    await pacer.acquire(operation)
+    yield
+
+
+async def timed(
+    metrics: RequestMetrics,
+    operation: str,
+    fn: Callable[[], Awaitable[R]],
+    *,
+    pacing: RequestPacing | None = None,
+    hold_window: bool = True,
+) -> R:
+    """``await fn()``, counted in ``metrics`` as one ``operation`` with its latency, and paced
+    by ``pacing`` when given."""
+    async with (
+        pacing.slot(operation, hold_window=hold_window) if pacing is not None else nullcontext()
+    ):
+        started = time.monotonic()
+        try:
+            result = await fn()
+        except BaseException as exc:
+            metrics.record(operation, time.monotonic() - started, ok=False)
+            if pacing is not None:
+                pacing.done(operation, exc)
+            raise
     metrics.record(operation, time.monotonic() - started, ok=True)
+    if pacing is not None:
+        pacing.done(operation, None)
     return result
 
 
@@ -67,6 +138,12 @@ class UploadContext:
     quirks: Counter[str]
     #: Called with the digest once a blob landed (to remember it for mounts).
     landed: Callable[[str], None]
+    #: Client-side pacing of the upload steps (ECR's quotas); ``None``: not paced.
+    pacing: RequestPacing | None = None
+
+    async def timed(self, operation: str, fn: Callable[[], Awaitable[R]]) -> R:
+        """:func:`timed` with this destination's metrics and pacing."""
+        return await timed(self.metrics, operation, fn, pacing=self.pacing)
 
     def blob_where(self, digest: str) -> str:
         """``docker://HOST/REPO: blob sha256:…``, for messages."""
@@ -87,6 +164,9 @@ class UploadContext:
                 data=data,
                 where=self.blob_where(digest),
             ),
+            pacing=self.pacing,
+            # A streamed body keeps the request open while the whole blob goes.
+            hold_window=isinstance(data, bytes),
         )
 
 
@@ -229,8 +309,7 @@ class ChunkedUpload:
         if not data:
             return
         context = self._context
-        patched = await timed(
-            context.metrics,
+        patched = await context.timed(
             "PatchBlob",
             lambda: patch_chunk(
                 context.client,
