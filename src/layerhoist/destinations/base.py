@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from layerhoist.errors import UsageError
 from layerhoist.image import Descriptor, Manifest
+from layerhoist.units import MiB
 
 if TYPE_CHECKING:
     from layerhoist.transfer.config import PushConfig
@@ -143,3 +144,17 @@ class Destination(Protocol):
 
     async def put_manifest(self, manifest: Manifest, *, tag: str | None) -> None:
         """Store ``manifest`` byte for byte, tagged when ``tag`` is given; already there is fine."""
+
+
+#: Parts that travel as they were read, with no minimum size: an OCI layout's files and an OCI
+#: registry's requests take a write or a chunk of any length. A part is held whole until it is
+#: written or on the wire, so past the maximum a larger part gains nothing and only takes
+#: memory from the other blobs in flight; the default is large enough that the thread hop or
+#: the hand-over to the connection costs nothing next to hashing, and small enough that the
+#: default memory budget keeps every blob worker busy.
+RAW_PART_LIMITS = PartLimits(
+    min_part_size=1,
+    max_part_size=64 * MiB,
+    preferred_max_part_size=8 * MiB,
+    payload_expansion=0.0,
+)

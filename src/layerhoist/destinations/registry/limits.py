@@ -8,27 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from layerhoist.destinations.base import PartLimits
-from layerhoist.units import MiB
+from layerhoist.destinations.base import RAW_PART_LIMITS
 
-#: A registry takes a chunk of any length: one byte is a valid part.
-MIN_PART_SIZE = 1
-#: A part is held in memory whole until it is on the wire; past this a larger part only takes
-#: memory from the other blobs in flight.
-MAX_PART_SIZE = 64 * MiB
-#: The part size when the user names none: large enough that handing a part to the
-#: connection costs nothing next to hashing it, small enough that the default memory budget
-#: keeps every blob worker busy.
-PART_SIZE = 8 * MiB
-#: Parts go on the wire as they were read.
-PAYLOAD_EXPANSION = 0.0
-#: The part rules of an OCI registry destination.
-PART_LIMITS = PartLimits(
-    min_part_size=MIN_PART_SIZE,
-    max_part_size=MAX_PART_SIZE,
-    preferred_max_part_size=PART_SIZE,
-    payload_expansion=PAYLOAD_EXPANSION,
-)
+#: The part rules of an OCI registry destination: chunks of any length, sent as read.
+PART_LIMITS = RAW_PART_LIMITS
 #: Blob HEADs (and mount POSTs) in flight at once while checking what the repository lacks.
 HEAD_CONCURRENCY = 16
 
@@ -56,7 +39,8 @@ class RegistryUploadSettings:
 
     def __post_init__(self) -> None:
         size = self.chunk_size
-        if size is not None and not MIN_PART_SIZE <= size <= MAX_PART_SIZE:
-            raise ValueError(f"chunk_size {size} is outside {MIN_PART_SIZE}..{MAX_PART_SIZE} bytes")
+        low, high = PART_LIMITS.min_part_size, PART_LIMITS.max_part_size
+        if size is not None and not low <= size <= high:
+            raise ValueError(f"chunk_size {size} is outside {low}..{high} bytes")
         if self.head_concurrency <= 0:
             raise ValueError(f"head_concurrency must be positive, got {self.head_concurrency}")
