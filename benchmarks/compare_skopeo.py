@@ -30,7 +30,8 @@ Two things skopeo does would turn its pushes into no transfer at all, so the set
 Beside each run the script reads the registries' own CPU time (``/proc``) and how busy the
 whole machine was, so that a missed goal can be told apart from a saturated machine.
 
-Writes ``benchmarks/results/compare_skopeo.md`` and prints it::
+Prints the results page and, unless ``--quick``, writes it to
+``benchmarks/results/compare_skopeo.md``::
 
     .venv/bin/python benchmarks/compare_skopeo.py [--quick] [--repeats 3]
 """
@@ -38,12 +39,14 @@ Writes ``benchmarks/results/compare_skopeo.md`` and prints it::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -244,10 +247,11 @@ async def timed(
 
 
 def layerhoist_copy(source: str, destination: str, *extra: str) -> list[str]:
-    """``layerhoist copy`` at its default settings, plain HTTP on both sides."""
+    """``layerhoist copy`` at its default settings, plain HTTP to every registry."""
+    plain = ["--src-tls-verify=false"] if source.startswith("docker://") else []
     return [
         *(sys.executable, "-m", "layerhoist", "copy", source, destination),
-        *("--src-tls-verify=false", "--dest-tls-verify=false", "--quiet", *extra),
+        *(*plain, "--dest-tls-verify=false", "--quiet", *extra),
     ]
 
 
@@ -285,7 +289,7 @@ async def measured(
         host = registries.destination.host
         problem = await verify(skopeo, host, repository, expected)
         if problem is not None:
-            run = Run(**{**run.__dict__, "error": problem})
+            run = dataclasses.replace(run, error=problem)
     if run.error is not None:
         print(f"  FAILED {cell.tool} ({cell.measurement}): {run.error}", file=sys.stderr)
     cell.runs.append(run)
@@ -300,7 +304,8 @@ def make_layouts(
         for measurement in (LAYOUT_TO_REGISTRY, REGISTRY_TO_REGISTRY):
             for repeat in range(repeats):
                 key = (number, measurement, repeat)
-                path = root / f"w{number}-{measurement[1]}-{repeat}"
+                letter = "a" if measurement == LAYOUT_TO_REGISTRY else "b"
+                path = root / f"workload{number}-{letter}-{repeat}"
                 write_oci_layout(
                     path,
                     images=workload.images,
@@ -380,7 +385,7 @@ async def compare(
     return cells
 
 
-async def peak_rss(registries: Registries, layout: Path, skopeo: str) -> tuple[Run, int]:
+async def large_layer_rss(registries: Registries, layout: Path, skopeo: str) -> tuple[Run, int]:
     """(c): seed one large layer (untimed), copy it with layerhoist, return the child's cost."""
     expected = layout_digests(layout)
     (tag,) = expected
@@ -394,7 +399,7 @@ async def peak_rss(registries: Registries, layout: Path, skopeo: str) -> tuple[R
     run, _ = await timed([command], registries)
     if run.error is None:
         problem = await verify(skopeo, registries.destination.host, "rss-layerhoist", expected)
-        run = Run(**{**run.__dict__, "error": problem})
+        run = dataclasses.replace(run, error=problem)
     return run, blob_bytes(layout)
 
 
@@ -461,6 +466,7 @@ def markdown(
     command: str,
     repeats: int,
     elapsed: float,
+    skopeo: str,
 ) -> str:
     """The results page: what ran, on what machine, the table, and the notes."""
     env = environment()
@@ -484,7 +490,7 @@ def markdown(
         f"- Machine: {env['cpu_model']}, {env['cpu_count']} cores, "
         f"{(env['memory_bytes'] or 0) / GiB:.0f} GiB RAM, {env['platform']}; load average "
         f"at the end {env['load_average']}",
-        f"- Software: {versions}, {skopeo_version()}",
+        f"- Software: {versions}, {skopeo_version(skopeo)}",
         "- Registries: two `docker-registry serve` processes on loopback, plain HTTP: the "
         "destination of every run, and the source of (b) and (c) (a second instance, so that "
         "skopeo cannot mount blobs from the source repository instead of copying them).",
@@ -508,11 +514,9 @@ def markdown(
     return "\n".join(lines) + "\n"
 
 
-def skopeo_version() -> str:
+def skopeo_version(skopeo: str) -> str:
     """``skopeo 1.x.y``, as ``skopeo --version`` says."""
-    import subprocess
-
-    completed = subprocess.run(["skopeo", "--version"], capture_output=True, text=True, check=True)
+    completed = subprocess.run([skopeo, "--version"], capture_output=True, text=True, check=True)
     return completed.stdout.strip().replace(" version", "")
 
 
@@ -558,9 +562,9 @@ async def main(argv: Sequence[str] | None = None) -> int:
             registries = Registries(source, target, pids)
             cells = await compare(registries, layouts, workloads, repeats, skopeo)
             print("(c) one large layer, registry -> registry", file=sys.stderr)
-            rss = await peak_rss(registries, big, skopeo)
+            rss = await large_layer_rss(registries, big, skopeo)
     elapsed = time.monotonic() - began
-    page = markdown(cells, rss, command=command, repeats=repeats, elapsed=elapsed)
+    page = markdown(cells, rss, command=command, repeats=repeats, elapsed=elapsed, skopeo=skopeo)
     if not args.quick and elapsed > TIME_BUDGET_SECONDS:
         page += (
             f"\nThis run took {elapsed:.0f} s, over the {TIME_BUDGET_SECONDS:.0f} s budget: "
