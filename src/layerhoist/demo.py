@@ -4,6 +4,11 @@ It writes a sample OCI layout of several images (one layer shared by all), start
 the embedded ECR-compatible registry in its own process, pushes every image through
 the ECR Public API with progress, reads each one back with skopeo (an independent
 client) to compare digests, and pushes again to show that a re-run uploads nothing.
+
+Then it mirrors: a second embedded registry stands in for an upstream registry behind token
+auth (a Docker-Hub-style token realm on its own port), skopeo seeds one image into it, and
+``layerhoist copy docker://… ecr-public:mirror/…`` with ``--src-creds`` copies it registry to
+registry into the first one, where skopeo reads it back.
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from pathlib import Path
 import anyio
 from rich.console import Console
 
-from layerhoist.api import push
+from layerhoist.api import copy, push
 from layerhoist.destinations import DestinationOptions
 from layerhoist.errors import LayerhoistError
+from layerhoist.oci import Credentials
+from layerhoist.oci.client import ClientSettings
 from layerhoist.registry.launcher import RegistryProcess, client_env
+from layerhoist.sources.registry import RegistrySourceOptions
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.pipeline import ProgressSink
 from layerhoist.transfer.progress import PlainProgress
@@ -34,6 +42,14 @@ IMAGES = 4
 LAYERS_PER_IMAGE = 3
 LAYER_SIZE = 12 * MiB
 REPOSITORY = "demo/app"
+#: The upstream repository of the mirror step, and where its image lands.
+UPSTREAM_REPOSITORY = "upstream/app"
+MIRROR_REPOSITORY = "mirror/app"
+#: The upstream registry's one account (its token realm hands out tokens to it alone).
+UPSTREAM_USER = "demo"
+UPSTREAM_PASSWORD = "demo"
+#: Seconds skopeo may take for one small image.
+SKOPEO_TIMEOUT = 60.0
 
 
 async def _push(
@@ -54,15 +70,70 @@ async def _push(
     )
 
 
-def _read_back(endpoint_url: str, tag: str) -> str:
-    """The manifest digest skopeo sees for ``tag`` in the embedded registry."""
+def _read_back(endpoint_url: str, tag: str, repository: str = REPOSITORY) -> str:
+    """The manifest digest skopeo sees for ``repository:tag`` in the embedded registry."""
     host = endpoint_url.removeprefix("http://")
     completed = subprocess.run(
-        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/{REPOSITORY}:{tag}"],
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/{repository}:{tag}"],
         check=True,
         capture_output=True,
+        timeout=SKOPEO_TIMEOUT,
     )
     return "sha256:" + hashlib.sha256(completed.stdout).hexdigest()
+
+
+def _seed_upstream(layout: Path, tag: str, endpoint_url: str) -> str:
+    """skopeo pushes ``tag`` of the layout into the upstream registry; its manifest digest."""
+    host = endpoint_url.removeprefix("http://")
+    digest_file = layout.parent / "upstream-digest"
+    subprocess.run(
+        [
+            *("skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"),
+            *("--dest-creds", f"{UPSTREAM_USER}:{UPSTREAM_PASSWORD}"),
+            *("--digestfile", str(digest_file)),
+            *(f"oci:{layout}:{tag}", f"docker://{host}/{UPSTREAM_REPOSITORY}:{tag}"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=SKOPEO_TIMEOUT,
+    )
+    return digest_file.read_text().strip()
+
+
+async def _mirror(
+    layout: Path, tag: str, workdir: Path, endpoint_url: str, console: Console
+) -> bool:
+    """The mirror step: upstream registry (token auth) -> the ECR Public API, read back."""
+    upstream_args = ["--oci-auth", "token", "--oci-users", f"{UPSTREAM_USER}:{UPSTREAM_PASSWORD}"]
+    async with RegistryProcess(data_dir=workdir / "upstream", args=upstream_args) as upstream:
+        host = upstream.endpoint_url.removeprefix("http://")
+        console.print(f"upstream registry (token auth, user {UPSTREAM_USER}): {host}")
+        digest = await anyio.to_thread.run_sync(_seed_upstream, layout, tag, upstream.endpoint_url)
+        console.print(f"skopeo seeded {UPSTREAM_REPOSITORY}:{tag} {digest[:19]}… upstream")
+        source = f"docker://{host}/{UPSTREAM_REPOSITORY}:{tag}"
+        console.print(
+            f"layerhoist copy {source} ecr-public:{MIRROR_REPOSITORY} "
+            f"--src-creds {UPSTREAM_USER}:*** --src-tls-verify=false "
+            f"--endpoint-url {endpoint_url} --create-repo"
+        )
+        result = await copy(
+            source,
+            f"ecr-public:{MIRROR_REPOSITORY}",
+            options=DestinationOptions(endpoint_url=endpoint_url, create_repository=True),
+            source_options=RegistrySourceOptions(
+                credentials=Credentials(UPSTREAM_USER, UPSTREAM_PASSWORD),
+                client=ClientSettings(tls_verify=False),
+            ),
+        )
+    console.print(f"mirror: {result.summary()}")
+    if not result.ok:
+        return False
+    if shutil.which("skopeo") is None:
+        return True
+    seen = await anyio.to_thread.run_sync(_read_back, endpoint_url, tag, MIRROR_REPOSITORY)
+    verdict = "ok" if seen == digest else f"MISMATCH (upstream has {digest})"
+    console.print(f"skopeo read back {MIRROR_REPOSITORY}:{tag} {seen[:19]}… {verdict}")
+    return seen == digest
 
 
 async def _main(workdir: Path) -> int:
@@ -98,7 +169,13 @@ async def _main(workdir: Path) -> int:
                     return 1
         second = await _push(layout, registry.endpoint_url, console, show_progress=False)
         console.print(f"re-run: {second.summary()}")
-        return 0 if second.ok and second.bytes_uploaded == 0 else 1
+        if not second.ok or second.bytes_uploaded != 0:
+            return 1
+        if shutil.which("skopeo") is None:
+            console.print("skopeo is not installed: skipping the mirror (skopeo seeds its source)")
+            return 0
+        mirrored = await _mirror(layout, tags[0], workdir, registry.endpoint_url, console)
+        return 0 if mirrored else 1
 
 
 def main() -> int:
