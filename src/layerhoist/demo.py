@@ -8,7 +8,9 @@ client) to compare digests, and pushes again to show that a re-run uploads nothi
 Then it mirrors: a second embedded registry stands in for an upstream registry behind token
 auth (a Docker-Hub-style token realm on its own port), skopeo seeds one image into it, and
 ``layerhoist copy docker://… ecr-public:mirror/…`` with ``--src-creds`` copies it registry to
-registry into the first one, where skopeo reads it back.
+registry into the first one through both of ECR's transports (the layer API, and ``/v2/`` with
+the GetAuthorizationToken password), where skopeo reads each copy back. The first registry
+answers ``/v2/`` as ECR Public's endpoint does (``--flavor ecr-public``, token auth).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rich.console import Console
 
 from layerhoist.api import copy, push
 from layerhoist.destinations import DestinationOptions
+from layerhoist.destinations.base import ECR_TRANSPORTS
 from layerhoist.errors import LayerhoistError
 from layerhoist.oci import Credentials
 from layerhoist.oci.client import ClientSettings
@@ -111,29 +114,39 @@ async def _mirror(
         digest = await anyio.to_thread.run_sync(_seed_upstream, layout, tag, upstream.endpoint_url)
         console.print(f"skopeo seeded {UPSTREAM_REPOSITORY}:{tag} {digest[:19]}… upstream")
         source = f"docker://{host}/{UPSTREAM_REPOSITORY}:{tag}"
-        console.print(
-            f"layerhoist copy {source} ecr-public:{MIRROR_REPOSITORY} "
-            f"--src-creds {UPSTREAM_USER}:*** --src-tls-verify=false "
-            f"--endpoint-url {endpoint_url} --create-repo"
-        )
-        result = await copy(
-            source,
-            f"ecr-public:{MIRROR_REPOSITORY}",
-            options=DestinationOptions(endpoint_url=endpoint_url, create_repository=True),
-            source_options=RegistrySourceOptions(
-                credentials=Credentials(UPSTREAM_USER, UPSTREAM_PASSWORD),
-                client=ClientSettings(tls_verify=False),
-            ),
-        )
-    console.print(f"mirror: {result.summary()}")
-    if not result.ok:
-        return False
+        landed: list[str] = []
+        # ECR's two transports, each mirrored into a repository of its own.
+        for transport in ECR_TRANSPORTS:
+            repository = f"{MIRROR_REPOSITORY}-{transport}"
+            console.print(
+                f"layerhoist copy {source} ecr-public:{repository} --transport {transport} "
+                f"--src-creds {UPSTREAM_USER}:*** --src-tls-verify=false "
+                f"--endpoint-url {endpoint_url} --create-repo"
+            )
+            result = await copy(
+                source,
+                f"ecr-public:{repository}",
+                options=DestinationOptions(
+                    endpoint_url=endpoint_url, create_repository=True, transport=transport
+                ),
+                source_options=RegistrySourceOptions(
+                    credentials=Credentials(UPSTREAM_USER, UPSTREAM_PASSWORD),
+                    client=ClientSettings(tls_verify=False),
+                ),
+            )
+            console.print(f"mirror ({transport}): {result.summary()}")
+            if not result.ok:
+                return False
+            landed.append(repository)
     if shutil.which("skopeo") is None:
         return True
-    seen = await anyio.to_thread.run_sync(_read_back, endpoint_url, tag, MIRROR_REPOSITORY)
-    verdict = "ok" if seen == digest else f"MISMATCH (upstream has {digest})"
-    console.print(f"skopeo read back {MIRROR_REPOSITORY}:{tag} {seen[:19]}… {verdict}")
-    return seen == digest
+    for repository in landed:
+        seen = await anyio.to_thread.run_sync(_read_back, endpoint_url, tag, repository)
+        verdict = "ok" if seen == digest else f"MISMATCH (upstream has {digest})"
+        console.print(f"skopeo read back {repository}:{tag} {seen[:19]}… {verdict}")
+        if seen != digest:
+            return False
+    return True
 
 
 async def _main(workdir: Path) -> int:
@@ -151,7 +164,10 @@ async def _main(workdir: Path) -> int:
         f"sample layout: {len(tags)} images x {LAYERS_PER_IMAGE} layers of "
         f"{LAYER_SIZE // MiB} MiB (one shared) in {layout}"
     )
-    async with RegistryProcess(data_dir=workdir / "registry") as registry:
+    # /v2/ answers as ECR Public's endpoint does; anonymous readers such as skopeo below get
+    # pull-only tokens.
+    flavor = ["--flavor", "ecr-public", "--oci-auth", "token"]
+    async with RegistryProcess(data_dir=workdir / "registry", args=flavor) as registry:
         console.print(f"embedded registry: {registry.endpoint_url}")
         first = await _push(layout, registry.endpoint_url, console, show_progress=True)
         console.print(first.summary())
