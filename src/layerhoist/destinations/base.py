@@ -158,3 +158,8 @@ RAW_PART_LIMITS = PartLimits(
     preferred_max_part_size=8 * MiB,
     payload_expansion=0.0,
 )
+
+#: Bytes handed to an HTTP connection per write when a part is sent: a part written whole
+#: would sit in the transport's buffer (and, chunk-encoded, in a copy of it) after the
+#: pipeline has released its memory; slices keep what the connection holds to one of them.
+WIRE_SLICE = 1 * MiB

@@ -195,7 +195,7 @@ async def put_blob(
     location: URL,
     *,
     digest: str,
-    data: bytes | AsyncIterable[bytes],
+    data: bytes | AsyncIterable[bytes | memoryview],
     where: str,
 ) -> None:
     """Close an upload as ``digest``: ``data`` is its last bytes (``b""`` after PATCHes) or

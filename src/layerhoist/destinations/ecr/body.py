@@ -23,10 +23,10 @@ from typing import Any
 
 import pybase64
 
+from layerhoist.destinations.base import WIRE_SLICE
+
 #: The header SigV4 reads a precomputed body hash from (botocore's canonical request).
 CONTENT_SHA256_HEADER = "X-Amz-Content-SHA256"
-#: Bytes handed to the HTTP connection per write when a part's body is sent.
-WIRE_SLICE = 1024 * 1024
 _BODY_END = b'"}'
 #: A per-run random prefix makes the marker that stands in for a part in botocore's
 #: serializer impossible to confuse with anything else in a request body.

@@ -29,6 +29,7 @@ import anyio
 from anyio.abc import TaskGroup
 from yarl import URL
 
+from layerhoist.destinations.base import WIRE_SLICE
 from layerhoist.destinations.registry.errors import UploadBroken
 from layerhoist.image import short_digest
 from layerhoist.oci.client import RegistryClient
@@ -150,7 +151,7 @@ class UploadContext:
         return f"{self.where}: blob {short_digest(digest)}"
 
     async def put_blob(
-        self, location: URL, digest: str, data: bytes | AsyncIterable[bytes]
+        self, location: URL, digest: str, data: bytes | AsyncIterable[bytes | memoryview]
     ) -> None:
         """The final ``PUT ?digest=`` of an upload, timed as ``PutBlob``."""
         await timed(
@@ -207,9 +208,12 @@ class StreamedUpload:
         self._location = location
         self._digest = digest
         self._tasks = tasks
-        # No buffer: a part is handed straight to the body generator, so the pipeline's
-        # memory budget (released when send_part returns) is off by one part at most.
-        self._send, self._receive = anyio.create_memory_object_stream[bytes](0)
+        # No buffer: a part is handed straight to the body generator with an event it sets
+        # once the connection has taken the part's last slice; send_part waits for it, so
+        # the pipeline's memory budget (released when send_part returns) covers the part
+        # for as long as it is held here.
+        self._send, self._receive = anyio.create_memory_object_stream[tuple[bytes, anyio.Event]](0)
+        self._in_flight: anyio.Event | None = None
         self._started = False
         self._finishing = False
         self._landed = False
@@ -221,17 +225,19 @@ class StreamedUpload:
         return data
 
     async def send_part(self, part: Part) -> None:
-        """Hand one part to the PUT's body; returns once the connection took it."""
+        """Hand one part to the PUT's body; returns once the connection took all of it."""
         data = _payload(part)
         self._start()
         if not data:
             # A zero-byte blob: its body is empty, and an empty chunk would end the body.
             return
+        written = anyio.Event()
         try:
-            await self._send.send(data)
+            await self._send.send((data, written))
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             await self._done.wait()
             raise self._broken() from None
+        await written.wait()
 
     async def commit(self, digest: str) -> None:
         """End the body and wait for the registry's answer; it checks ``digest`` itself."""
@@ -273,14 +279,26 @@ class StreamedUpload:
         except Exception as exc:
             self._error = exc
         finally:
-            # Wakes a sender blocked on a body nobody reads any more.
+            # Wakes a sender blocked on a body nobody reads any more, or on a part the
+            # connection will never finish taking.
             self._receive.close()
+            if self._in_flight is not None:
+                self._in_flight.set()
             self._done.set()
 
-    async def _body(self) -> AsyncIterator[bytes]:
+    async def _body(self) -> AsyncIterator[memoryview]:
         async with self._receive:
-            async for data in self._receive:
-                yield data
+            async for data, written in self._receive:
+                self._in_flight = written
+                try:
+                    view = memoryview(data)
+                    for start in range(0, len(view), WIRE_SLICE):
+                        yield view[start : start + WIRE_SLICE]
+                finally:
+                    # The connection took the last slice (the generator was resumed after
+                    # it) or will take no more: either way the part is no longer held here.
+                    written.set()
+                    self._in_flight = None
         if not self._finishing:
             # Raising here makes aiohttp drop the connection before the body's last chunk.
             raise UploadAbandoned(f"the upload of {self._digest} was abandoned")
