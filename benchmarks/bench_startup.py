@@ -7,8 +7,10 @@ Three commands, each run as a fresh process:
   own (so every run initiates, uploads, completes and puts the image): the fixed cost of a push,
   its transfer being a few hundred bytes.
 
-Beside them, once, what no push through the AWS SDK can go under: the interpreter starting with
-nothing imported, importing aioboto3 alone, and the sequential boto3 baseline
+Beside them, once, the floor part by part: the interpreter starting with nothing imported,
+importing aioboto3 alone, aioboto3 importing, opening a client and making one call (the least
+a push through the AWS SDK pays before any work of its own), layerhoist copying the same
+image into an OCI layout (its own fixed cost, no SDK), and the sequential boto3 baseline
 (``baseline_boto3.py``) pushing the same image.
 
 ``--tree DIR`` (repeatable) runs the same commands with ``DIR/src`` first on ``PYTHONPATH``,
@@ -38,9 +40,6 @@ from layerhoist.testing.synthetic import write_oci_layout
 
 BENCHMARKS = Path(__file__).resolve().parent
 REPO = BENCHMARKS.parent
-#: The row of what the commands cannot go under: ``python -c pass`` in the ``--version``
-#: column, importing aioboto3 alone in the ``--help`` one, the boto3 baseline's push.
-FLOOR = "floor (python -c pass; import aioboto3; boto3 baseline push)"
 #: Runs per command after the warm-up ones.
 RUNS = 15
 WARMUP = 2
@@ -91,53 +90,78 @@ def _per_run(command: str, *, env: dict[str, str], runs: int) -> float:
     return times[len(times) // 2]
 
 
-async def measure(trees: Sequence[Path], runs: int) -> dict[str, dict[str, float]]:
-    """Median seconds of each command, per tree, and of the floor's commands."""
+#: A one-call client of the embedded registry through aioboto3 and nothing else: the least a
+#: push through the AWS SDK must pay before its own work (interpreter, SDK import, client).
+SDK_CALL = """
+import asyncio, sys, aioboto3
+async def call():
+    async with aioboto3.Session().client(
+        "ecr-public", endpoint_url=sys.argv[1], region_name="us-east-1"
+    ) as client:
+        await client.describe_repositories()
+asyncio.run(call())
+"""
+
+
+def _medians(commands: dict[str, str], *, env: dict[str, str], runs: int) -> dict[str, float]:
+    named = [arg for name, cmd in commands.items() for arg in (f"--command-name={name}", cmd)]
+    results = _hyperfine([f"--warmup={WARMUP}", f"--runs={runs}", *named], env=env)
+    return {result["command"]: float(result["median"]) for result in results}
+
+
+async def measure(
+    trees: Sequence[Path], runs: int
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Median seconds of each command per tree, and of each part of the floor."""
     figures: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         layout = Path(tmp) / "layout"
         write_oci_layout(layout, images=1, layers_per_image=1, layer_size=LAYER_SIZE)
         async with RegistryProcess(data_dir=Path(tmp) / "registry") as registry:
+            endpoint = registry.endpoint_url
             for index, tree in enumerate(trees):
                 _compile(tree)
                 env = {**client_env(), "PYTHONPATH": str(tree / "src")}
                 layerhoist = f"{sys.executable} -m layerhoist"
+                medians = _medians(
+                    {"--version": f"{layerhoist} --version", "--help": f"{layerhoist} --help"},
+                    env=env,
+                    runs=runs,
+                )
+                # A repository per run, so that every run uploads.
                 push = (
                     f"{layerhoist} push oci:{layout} ecr-public:startup-{index}-"
-                    "{run} --create-repo --quiet "
-                    f"--endpoint-url {registry.endpoint_url}"
+                    f"{{run}} --create-repo --quiet --endpoint-url {endpoint}"
                 )
-                commands = {
-                    "--version": f"{layerhoist} --version",
-                    "--help": f"{layerhoist} --help",
-                }
-                named = [
-                    arg for name, cmd in commands.items() for arg in (f"--command-name={name}", cmd)
-                ]
-                results = _hyperfine([f"--warmup={WARMUP}", f"--runs={runs}", *named], env=env)
-                medians = {result["command"]: float(result["median"]) for result in results}
-                # A repository per run, so that every run uploads.
                 medians["one-blob push"] = _per_run(push, env=env, runs=runs)
                 figures[_label(tree)] = medians
             env = client_env()
-            floor = {
-                "--version": f"{sys.executable} -c pass",
-                "--help": f"{sys.executable} -c 'import aioboto3'",
-            }
-            named = [arg for name, cmd in floor.items() for arg in (f"--command-name={name}", cmd)]
-            results = _hyperfine([f"--warmup={WARMUP}", f"--runs={runs}", *named], env=env)
-            medians = {result["command"]: float(result["median"]) for result in results}
-            baseline = (
-                f"{sys.executable} {BENCHMARKS / 'baseline_boto3.py'} --layout {layout} "
-                f"--endpoint-url {registry.endpoint_url} --repository startup-baseline-{{run}}"
+            sdk_call = Path(tmp) / "sdk_call.py"
+            sdk_call.write_text(SDK_CALL)
+            floor = _medians(
+                {
+                    "the interpreter alone (python -c pass)": f"{sys.executable} -c pass",
+                    "importing aioboto3": f"{sys.executable} -c 'import aioboto3'",
+                    "aioboto3: import, client, one call": f"{sys.executable} {sdk_call} {endpoint}",
+                },
+                env=env,
+                runs=runs,
             )
-            medians["one-blob push"] = _per_run(baseline, env=env, runs=runs)
-            figures[FLOOR] = medians
-    return figures
+            layerhoist = f"{sys.executable} -m layerhoist"
+            floor["layerhoist copy of the image into an OCI layout (no SDK)"] = _per_run(
+                f"{layerhoist} copy oci:{layout} oci:{tmp}/copy-{{run}} --quiet", env=env, runs=runs
+            )
+            floor["the boto3 baseline's push of the image"] = _per_run(
+                f"{sys.executable} {BENCHMARKS / 'baseline_boto3.py'} --layout {layout} "
+                f"--endpoint-url {endpoint} --repository startup-baseline-{{run}}",
+                env=env,
+                runs=runs,
+            )
+    return figures, floor
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print a table of median start-up seconds per command and tree."""
+    """Print a table of median start-up seconds per command and tree, and the floor's parts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--tree", type=Path, action="append", help="another checkout to time")
     parser.add_argument("--runs", type=int, default=RUNS)
@@ -146,13 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hyperfine is not installed (apt-get install hyperfine)", file=sys.stderr)
         return 1
     trees = [*(args.tree or []), REPO]
-    figures = anyio.run(measure, trees, args.runs)
+    figures, floor = anyio.run(measure, trees, args.runs)
     commands = list(next(iter(figures.values())))
     print("| tree | " + " | ".join(commands) + " |")
     print("|---|" + "---:|" * len(commands))
     for tree, medians in figures.items():
         cells = " | ".join(f"{medians[name] * 1000:.0f} ms" for name in commands)
         print(f"| {tree} | {cells} |")
+    print()
+    print("| the floor, part by part | median |")
+    print("|---|---:|")
+    for name, seconds in floor.items():
+        print(f"| {name} | {seconds * 1000:.0f} ms |")
     return 0
 
 
