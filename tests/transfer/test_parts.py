@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import AsyncIterator
 
 import pybase64
@@ -11,7 +12,7 @@ from layerhoist.destinations.ecr.limits import BASE64_EXPANSION
 from layerhoist.errors import CorruptBlobError, SourceChangedError
 from layerhoist.transfer.budget import ByteBudget
 from layerhoist.transfer.config import part_cost
-from layerhoist.transfer.parts import PartReader
+from layerhoist.transfer.parts import Part, PartReader
 
 pytestmark = pytest.mark.anyio
 
@@ -27,13 +28,13 @@ def reader(data: bytes, chunk: int, **kwargs: object) -> PartReader:
     return PartReader(
         chunks_of(data, chunk),
         digest=kwargs.pop("digest", "sha256:" + hashlib.sha256(data).hexdigest()),  # type: ignore[arg-type]
-        size=len(data),
+        size=kwargs.pop("size", len(data)),  # type: ignore[arg-type]
         part_size=PART,
         budget=kwargs.pop(
             "budget", ByteBudget(10 * part_cost(PART, payload_expansion=BASE64_EXPANSION))
         ),  # type: ignore[arg-type]
-        encode=lambda first_byte, data: pybase64.b64encode(data),
-        payload_expansion=BASE64_EXPANSION,
+        encode=kwargs.pop("encode", lambda first_byte, data: pybase64.b64encode(data)),  # type: ignore[arg-type]
+        payload_expansion=kwargs.pop("payload_expansion", BASE64_EXPANSION),  # type: ignore[arg-type]
         read_ahead=1,
         thread_threshold=kwargs.pop("thread_threshold", 512),  # type: ignore[arg-type]
         **kwargs,  # type: ignore[arg-type]
@@ -105,3 +106,85 @@ async def test_budget_is_returned_when_the_consumer_stops_early() -> None:
             part.release()
             break
     assert budget.in_use == 0
+
+
+async def read_all(r: PartReader) -> list[Part]:
+    """Every part of ``r``, each released once read."""
+    parts = []
+    async with r:
+        async for part in r.parts():
+            parts.append(part)
+            part.release()
+    return parts
+
+
+async def test_a_reread_checks_every_part_and_names_the_changed_one() -> None:
+    data = bytes(range(256)) * 14 + b"tail"  # four parts
+    first = reader(data, PART)
+    assert [p.index for p in await read_all(first)] == [0, 1, 2, 3]
+    same = reader(data, PART, expected_fingerprints=first.fingerprints)
+    assert [p.size for p in await read_all(same)] == [PART, PART, PART, 588]
+    changed = data[:2500] + b"!" + data[2501:]  # a byte of the third part
+    again = reader(changed, PART, expected_fingerprints=first.fingerprints)
+    seen: list[int] = []
+    with pytest.raises(SourceChangedError, match="part 3 read differently") as caught:
+        async with again:
+            async for part in again.parts():
+                seen.append(part.index)
+                part.release()
+    assert seen == [0, 1]
+    assert caught.value.digest == "sha256:" + hashlib.sha256(changed).hexdigest()
+
+
+async def test_each_part_is_charged_what_it_holds_and_the_last_only_its_real_size() -> None:
+    data = b"q" * 2300
+    budget = ByteBudget(100 * PART)
+    r = reader(data, PART, budget=budget, payload_expansion=1.5)
+    held = []
+    async with r:
+        async for part in r.parts():
+            held.append(part)
+    full, last = part_cost(PART, payload_expansion=1.5), part_cost(300, payload_expansion=1.5)
+    assert [p.lease.nbytes for p in held] == [full, full, last]
+    assert (full, last) == (2500, 750)
+    assert budget.in_use == 2 * full + last
+    for part in held:
+        part.release()
+    assert budget.in_use == 0
+
+
+@pytest.mark.parametrize(
+    ("promised", "second_part"), [(1500, 500), (2000, PART)], ids=["mid-part", "on-a-boundary"]
+)
+async def test_a_blob_longer_than_promised_is_charged_whole_parts_past_the_promise(
+    promised: int, second_part: int
+) -> None:
+    r = reader(b"q" * 2500, PART, size=promised, payload_expansion=1.5)
+    parts = await read_all(r)
+    full = part_cost(PART, payload_expansion=1.5)
+    # the second part is charged what was promised of it; the third was not promised at all
+    expected = [full, part_cost(second_part, payload_expansion=1.5), full]
+    assert [p.lease.nbytes for p in parts] == expected
+    with pytest.raises(CorruptBlobError, match=f"its 2500 bytes .* promises {promised} bytes"):
+        r.verify()
+
+
+@pytest.mark.parametrize("threshold", [PART, PART + 1])
+async def test_the_encoder_gets_each_parts_offset_in_or_off_the_event_loop(threshold: int) -> None:
+    calls: list[tuple[int, int, bool]] = []
+
+    def encode(first_byte: int, data: bytes) -> bytes:
+        calls.append((first_byte, len(data), threading.current_thread() is threading.main_thread()))
+        return first_byte.to_bytes(4, "big") + data
+
+    data = bytes(range(256)) * 14 + b"tail"
+    r = reader(data, 700, encode=encode, thread_threshold=threshold)
+    parts = await read_all(r)
+    in_loop = threshold > PART  # parts of at least the threshold are encoded in a worker
+    assert calls == [
+        (0, PART, in_loop),
+        (1000, PART, in_loop),
+        (2000, PART, in_loop),
+        (3000, 588, True),
+    ]
+    assert [p.first_byte for p in parts] == [0, 1000, 2000, 3000]
