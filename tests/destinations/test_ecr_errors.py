@@ -601,7 +601,9 @@ def test_an_answer_without_status_or_code_fails_as_a_client_error() -> None:
     assert (verdict.action, verdict.code, verdict.status) == (Action.FAIL, "ClientError", None)
     assert error_code(exc) == ""
     assert error_code(client_error("ThrottlingException")) == "ThrottlingException"
-    assert to_user_error(verdict, subject="ecr:app").hint == "the destination refused the request"
+    error = to_user_error(verdict, subject="ecr:app")
+    assert isinstance(error, DestinationError)
+    assert error.hint == "the destination refused the request"
 
 
 def test_an_error_class_without_code_reads_subject_code_message_and_hint() -> None:
