@@ -4,6 +4,7 @@ import hashlib
 import threading
 from collections.abc import AsyncIterator
 
+import anyio
 import pybase64
 import pytest
 import xxhash
@@ -17,6 +18,8 @@ from layerhoist.transfer.parts import Part, PartReader
 pytestmark = pytest.mark.anyio
 
 PART = 1000
+#: Real-time guard so a lost cancellation fails the test instead of hanging the suite.
+HANG_GUARD_SECONDS = 10.0
 
 
 async def chunks_of(data: bytes, size: int) -> AsyncIterator[bytes]:
@@ -60,6 +63,8 @@ async def test_parts_are_exact_and_hashed_in_one_pass(chunk: int) -> None:
     assert r.fingerprints == [
         xxhash.xxh3_64_intdigest(data[i : i + PART]) for i in range(0, len(data), PART)
     ]
+    assert [p.xxh3 for p in parts] == r.fingerprints
+    assert [len(p.payload) for p in parts] == [0, 0, 0, 0]  # dropped on release
     assert r.digest == "sha256:" + hashlib.sha256(data).hexdigest()
     r.verify()
 
@@ -78,8 +83,9 @@ async def test_digest_mismatch_names_the_blob() -> None:
     async with r:
         async for part in r.parts():
             part.release()
-    with pytest.raises(CorruptBlobError, match=claimed):
+    with pytest.raises(CorruptBlobError, match=claimed) as caught:
         r.verify()
+    assert caught.value.digest == claimed
 
 
 async def test_changed_source_is_detected_on_reread() -> None:
@@ -127,7 +133,11 @@ async def test_a_reread_checks_every_part_and_names_the_changed_one() -> None:
     changed = data[:2500] + b"!" + data[2501:]  # a byte of the third part
     again = reader(changed, PART, expected_fingerprints=first.fingerprints)
     seen: list[int] = []
-    with pytest.raises(SourceChangedError, match="part 3 read differently") as caught:
+    message = (
+        "part 3 read differently than on the previous attempt; "
+        "the source changed while it was being pushed$"
+    )
+    with pytest.raises(SourceChangedError, match=message) as caught:
         async with again:
             async for part in again.parts():
                 seen.append(part.index)
@@ -154,7 +164,9 @@ async def test_each_part_is_charged_what_it_holds_and_the_last_only_its_real_siz
 
 
 @pytest.mark.parametrize(
-    ("promised", "second_part"), [(1500, 500), (2000, PART)], ids=["mid-part", "on-a-boundary"]
+    ("promised", "second_part"),
+    [(1500, 500), (2000, PART), (2001, PART)],
+    ids=["mid-part", "on-a-boundary", "one-byte-short"],
 )
 async def test_a_blob_longer_than_promised_is_charged_whole_parts_past_the_promise(
     promised: int, second_part: int
@@ -162,8 +174,10 @@ async def test_a_blob_longer_than_promised_is_charged_whole_parts_past_the_promi
     r = reader(b"q" * 2500, PART, size=promised, payload_expansion=1.5)
     parts = await read_all(r)
     full = part_cost(PART, payload_expansion=1.5)
-    # the second part is charged what was promised of it; the third was not promised at all
-    expected = [full, part_cost(second_part, payload_expansion=1.5), full]
+    # the second part is charged what was promised of it; the third only what was promised
+    # of it (the last byte of 2001), or a whole part when nothing was
+    third = part_cost(promised - 2 * PART, payload_expansion=1.5) if promised > 2 * PART else full
+    expected = [full, part_cost(second_part, payload_expansion=1.5), third]
     assert [p.lease.nbytes for p in parts] == expected
     with pytest.raises(CorruptBlobError, match=f"its 2500 bytes .* promises {promised} bytes"):
         r.verify()
@@ -188,3 +202,31 @@ async def test_the_encoder_gets_each_parts_offset_in_or_off_the_event_loop(thres
         (3000, 588, True),
     ]
     assert [p.first_byte for p in parts] == [0, 1000, 2000, 3000]
+
+
+async def test_a_failing_consumer_stops_a_stalled_source_and_frees_the_budget() -> None:
+    budget = ByteBudget(100 * PART)
+    never = anyio.Event()
+
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b"s" * PART
+        await never.wait()  # the source hangs: only cancelling the reader ends it
+        yield b""
+
+    r = PartReader(
+        stalls(),
+        digest="sha256:" + "0" * 64,
+        size=10 * PART,
+        part_size=PART,
+        budget=budget,
+        encode=lambda first_byte, data: data,
+        payload_expansion=1.0,
+        read_ahead=1,
+        thread_threshold=10 * PART,
+    )
+    with anyio.fail_after(HANG_GUARD_SECONDS), pytest.raises(RuntimeError, match="consumer"):
+        async with r:
+            async for part in r.parts():
+                part.release()
+                raise RuntimeError("the consumer failed")
+    assert budget.in_use == 0
