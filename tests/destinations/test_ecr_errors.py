@@ -28,7 +28,17 @@ from layerhoist.errors import (
 from layerhoist.registry import EmbeddedRegistry
 from layerhoist.registry.simulation import SimulationSettings
 from layerhoist.transfer.retry import RetriesExhausted
-from layerhoist.transfer.verdicts import Action, Classifier, Verdict, to_user_error
+from layerhoist.transfer.verdicts import (
+    Action,
+    Classifier,
+    Rule,
+    Verdict,
+    fail_rule,
+    present_rule,
+    requeue_rule,
+    retry_rule,
+    to_user_error,
+)
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
 RegistryFactory = Callable[..., EmbeddedRegistry]
@@ -611,3 +621,68 @@ def test_an_error_class_without_code_reads_subject_code_message_and_hint() -> No
     assert str(to_user_error(plain, subject="ecr:app")) == "ecr:app: Boom (try again)"
     bare = Verdict(Action.FAIL, "Boom", "it broke", "", error_class=LayerhoistError)
     assert str(to_user_error(bare, subject="ecr:app")) == "ecr:app: Boom: it broke"
+
+
+def test_the_rule_helpers_build_the_verdicts_a_transport_table_needs() -> None:
+    def verdict_of(rule: Rule) -> Verdict:
+        return rule.verdict(code="E", message="m", operation="PutImage")
+
+    retry = verdict_of(retry_rule())
+    assert (retry.action, retry.throttled, retry.already_present) == (
+        Action.RETRY_PART,
+        False,
+        False,
+    )
+    assert "retries ran out" in retry.hint
+    assert "--concurrency" not in retry.hint
+    throttled = verdict_of(retry_rule(throttled=True))
+    assert (throttled.action, throttled.throttled) == (Action.RETRY_PART, True)
+    assert "lower --concurrency" in throttled.hint
+    own_hint = verdict_of(retry_rule(throttled=True, hint="wait for {operation}"))
+    assert (own_hint.hint, own_hint.throttled) == ("wait for PutImage", True)
+    requeue = verdict_of(requeue_rule())
+    assert (requeue.action, requeue.throttled) == (Action.REQUEUE_LAYER, False)
+    assert "uploads of it ran out" in requeue.hint
+    assert verdict_of(requeue_rule("again")).hint == "again"
+    present = verdict_of(present_rule("there already"))
+    assert (present.action, present.hint, present.already_present) == (
+        Action.FAIL,
+        "there already",
+        True,
+    )
+    denied = verdict_of(fail_rule("no {operation}", CredentialsError))
+    assert (denied.action, denied.hint, denied.error_class) == (
+        Action.FAIL,
+        "no PutImage",
+        CredentialsError,
+    )
+    assert (denied.code, denied.message, denied.already_present) == ("E", "m", False)
+
+
+def test_a_layerhoist_error_of_its_own_class_carries_its_name_and_message() -> None:
+    corrupt = CorruptBlobError("sha256:ab is corrupt", digest="sha256:ab")
+    verdict = classify(corrupt)
+    assert (verdict.code, verdict.message, verdict.hint) == (
+        "CorruptBlobError",
+        "sha256:ab is corrupt",
+        "",
+    )
+    assert verdict.error_class is CorruptBlobError
+    nameless = classify(DestinationError("refused", code="", hint="h"))
+    assert (nameless.code, nameless.hint) == ("DestinationError", "h")
+
+
+def test_odd_service_answers_keep_what_can_be_read() -> None:
+    bare = botocore.exceptions.ClientError({}, "PutImage")
+    assert error_code(bare) == ""
+    assert (classify(bare).code, classify(bare).message) == ("ClientError", "")
+    user_error = str(to_user_error(classify(bare), subject="ecr:app"))
+    assert user_error == "ecr:app: ClientError (the destination refused the request)"
+    odd_status: Any = {
+        "Error": {"Code": "SomethingNew"},
+        "ResponseMetadata": {"HTTPStatusCode": "503"},
+    }
+    verdict = classify(botocore.exceptions.ClientError(odd_status, "PutImage"))
+    assert (verdict.action, verdict.status) == (Action.FAIL, None)
+    doubly = classify(client_error("aws#com.amazonaws.ecr#ThrottlingException:http://x:1"))
+    assert (doubly.code, doubly.throttled) == ("ThrottlingException", True)
