@@ -5,7 +5,9 @@ runs in and copies the sources into ``mutants/`` there. To score one module agai
 each module gets its own work directory ``.mutation/<module>/`` holding a copy of ``src/``,
 ``tests/`` and ``pyproject.toml`` whose ``[tool.mutmut]`` section is the shared one of the
 project's ``pyproject.toml`` plus this module's ``only_mutate`` and test selection. A second run
-reuses the work directory, so mutmut only re-tests what changed.
+reuses the work directory, so mutmut only re-tests the functions that changed; when the tests
+or the settings changed, the module's mutants are tested again from scratch (mutmut would keep
+its earlier verdicts).
 
 At the end it prints killed / total per module and writes every survivor's diff to
 ``.mutation/survivors.md``. Usage::
@@ -16,6 +18,7 @@ At the end it prints killed / total per module and writes every survivor's diff 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -77,9 +80,23 @@ def module_pyproject(module: Module) -> str:
     return f"{without.rstrip()}\n\n[tool.mutmut]\n{section}"
 
 
+def tests_fingerprint() -> str:
+    """A hash of everything but the sources that decides a verdict: the tests and the settings."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def prepare(module: Module) -> Path:
     workdir = WORK / module.name
     workdir.mkdir(parents=True, exist_ok=True)
+    stamp = workdir / "tests.sha256"
+    fingerprint = tests_fingerprint()
+    if not stamp.exists() or stamp.read_text("utf-8") != fingerprint:
+        shutil.rmtree(workdir / "mutants", ignore_errors=True)
+        stamp.write_text(fingerprint, "utf-8")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for tree in ("src", "tests"):
         # Copied afresh, so a file deleted in the checkout is deleted here too.

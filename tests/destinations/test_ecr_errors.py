@@ -271,6 +271,7 @@ def test_transport_errors_retry_the_part(exc: BaseException, code: str) -> None:
     verdict = classify(exc)
     assert verdict.action is Action.RETRY_PART
     assert verdict.code == code
+    assert verdict.message == str(exc)
     assert not verdict.throttled
 
 
@@ -303,6 +304,7 @@ def test_client_setup_errors_fail_as_credentials_or_usage(
 ) -> None:
     verdict = classify(exc)
     assert verdict.action is Action.FAIL
+    assert verdict.message == str(exc)
     error = to_user_error(verdict, subject="ecr:app")
     assert type(error) is error_class
     assert str(error).startswith(f"ecr:app: {type(exc).__name__}: ")
