@@ -516,3 +516,12 @@ async def test_paced_calls_stay_under_the_quota(
     codes = await _initiate_concurrently(make_registry, ecr_client, pacer=pacer)
     assert codes == []
     assert pacer.stats["InitiateLayerUpload"].requests == CONCURRENT_CALLS
+
+
+def test_a_fresh_window_grows_after_exactly_one_window_of_successes() -> None:
+    window = AIMDWindow(initial=4, maximum=8)
+    for _ in range(3):
+        window.on_success()
+    assert window.limit == 4
+    window.on_success()
+    assert window.limit == 5
