@@ -385,13 +385,18 @@ def throttled_for(seconds: str) -> botocore.exceptions.ClientError:
     )
 
 
+async def exhausted_at_once(*, attempts: int, budget: RetryBudget) -> RetriesExhausted:
+    """What ``retry_call`` raises on its first throttle (Retry-After 7 s): no retry, no sleep."""
+    clock = FakeClock()
+    with pytest.raises(RetriesExhausted) as caught:
+        await on_fake_clock(failing([throttled_for("7")]), clock, attempts=attempts, budget=budget)
+    assert clock.sleeps == []
+    return caught.value
+
+
 @pytest.mark.anyio
 async def test_with_an_empty_budget_the_first_retryable_error_fails() -> None:
-    clock = FakeClock()
-    budget = RetryBudget(0)
-    with pytest.raises(RetriesExhausted) as caught:
-        await on_fake_clock(failing([throttled_for("7")]), clock, attempts=5, budget=budget)
-    exhausted = caught.value
+    exhausted = await exhausted_at_once(attempts=5, budget=RetryBudget(0))
     assert (exhausted.reason, exhausted.attempts, exhausted.events) == ("budget", 1, ())
     assert str(exhausted) == "ThrottlingException: Rate exceeded (gave up after 1 attempts)"
     assert exhausted.last.action is Action.RETRY_PART
@@ -399,21 +404,17 @@ async def test_with_an_empty_budget_the_first_retryable_error_fails() -> None:
     verdict = exhausted.verdict
     assert (verdict.action, verdict.hint, verdict.retry_after) == (Action.FAIL, BUDGET_HINT, None)
     assert (verdict.code, verdict.status, verdict.throttled) == ("ThrottlingException", 429, True)
-    assert clock.sleeps == []
 
 
 @pytest.mark.anyio
 async def test_one_attempt_means_no_retry() -> None:
-    clock = FakeClock()
     budget = RetryBudget(10)
-    with pytest.raises(RetriesExhausted) as caught:
-        await on_fake_clock(failing([throttled_for("7")]), clock, attempts=1, budget=budget)
-    exhausted = caught.value
+    exhausted = await exhausted_at_once(attempts=1, budget=budget)
     assert (exhausted.reason, exhausted.attempts, exhausted.events) == ("attempts", 1, ())
     verdict = exhausted.verdict
     assert (verdict.action, verdict.retry_after, verdict.status) == (Action.REQUEUE_LAYER, 7.0, 429)
     assert verdict.hint == exhausted.last.hint
-    assert (clock.sleeps, budget.spent) == ([], 0)
+    assert budget.spent == 0
 
 
 @pytest.mark.anyio
