@@ -317,3 +317,117 @@ def test_docker_parser_accepts_or_says_one_line(text: str) -> None:
     else:
         assert ref.transport == "docker"
         assert parse_source(str(ref)) == ref
+
+
+_TAG_RULE = "a tag is 1-128 letters, digits, '_', '.' or '-'"
+_SOURCE_TAG_RULE = f"{_TAG_RULE} (no '/' or ':'), not starting with '.' or '-'"
+_DESTINATION_TAG_RULE = f"{_TAG_RULE}, not starting with '.' or '-'"
+_DOCKER_PATH_RULE = "use lowercase letters and digits separated by '.', '_', '__', '-' or '/'"
+_ECR_PATH_RULE = "use lowercase letters and digits separated by '.', '_', '-' or '/'"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("oci:./layout:v@1", "source 'oci:./layout:v@1' names a digest: select the image by tag"),
+        (
+            "oci:./layout:-bad",
+            f"invalid tag '-bad' in source 'oci:./layout:-bad': {_SOURCE_TAG_RULE}",
+        ),
+        (
+            "docker-archive:app.tar:app:-x",
+            f"invalid tag '-x' in source 'docker-archive:app.tar:app:-x': {_SOURCE_TAG_RULE}",
+        ),
+        (
+            "docker://Team/App",
+            f"invalid repository 'Team/App' in source 'docker://Team/App': {_DOCKER_PATH_RULE}",
+        ),
+        (
+            # the tag's ':' is the last one after the last '/': this one belongs to the path
+            "docker://r.io/team:x/app",
+            f"invalid repository 'team:x/app' in source 'docker://r.io/team:x/app': "
+            f"{_DOCKER_PATH_RULE}",
+        ),
+    ],
+)
+def test_source_errors_quote_the_input_and_the_rule(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_source(text)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("ecr:Team", f"invalid repository 'Team' in 'ecr:Team': {_ECR_PATH_RULE}"),
+        ("ecr-public:Ab", f"invalid repository 'Ab' in 'ecr-public:Ab': {_ECR_PATH_RULE}"),
+        (
+            "ecr-public:app:-x",
+            f"invalid tag '-x' in destination 'ecr-public:app:-x': {_DESTINATION_TAG_RULE}",
+        ),
+        (
+            "ecr:team/app:-x",
+            f"invalid tag '-x' in destination 'ecr:team/app:-x': {_DESTINATION_TAG_RULE}",
+        ),
+        (
+            "public.ecr.aws/A/app",
+            "invalid registry alias 'A' in 'public.ecr.aws/A/app': 2-50 lowercase letters and "
+            "digits, starting with a letter",
+        ),
+        (
+            "public.ecr.aws/alias/App",
+            f"invalid repository 'App' in 'public.ecr.aws/alias/App': {_ECR_PATH_RULE}",
+        ),
+        (
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:a:b",
+            "destination '123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:a:b' has more than "
+            "one ':' after the repository",
+        ),
+        (
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com/Ap",
+            "invalid repository 'Ap' in '123456789012.dkr.ecr.eu-west-1.amazonaws.com/Ap': "
+            f"{_ECR_PATH_RULE}",
+        ),
+        (
+            "oci:./out:-x",
+            f"invalid tag '-x' in destination 'oci:./out:-x': {_DESTINATION_TAG_RULE}",
+        ),
+        (
+            "docker://r.io/App",
+            f"invalid repository 'App' in destination 'docker://r.io/App': {_DOCKER_PATH_RULE}",
+        ),
+    ],
+)
+def test_destination_errors_quote_the_input_and_the_rule(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_destination(text)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("role", ["source", "destination"])
+def test_a_registry_name_may_be_255_characters_long_with_its_host(role: str) -> None:
+    parse = parse_source if role == "source" else parse_destination
+    longest = "docker://r.io/" + "a" * 250  # r.io/aaa…: 4 + 1 + 250 = 255
+    assert str(parse(longest)).removesuffix(":latest") == longest  # a source gets its tag
+    with pytest.raises(UsageError, match=f"^image name in {role} .* is longer than 255$"):
+        parse(longest + "a")
+
+
+def test_an_alias_may_be_50_characters_long() -> None:
+    longest = "a" * 50
+    assert parse_destination(f"public.ecr.aws/{longest}/app").alias == longest
+    with pytest.raises(UsageError, match="invalid registry alias"):
+        parse_destination(f"public.ecr.aws/{longest}a/app")
+
+
+def test_a_private_ecr_destination_is_named_by_its_host_only_with_account_and_region() -> None:
+    partial = DestinationRef("ecr", "team/app", "v1", registry_id="123456789012")
+    assert str(partial) == "ecr:team/app:v1"
+    whole = DestinationRef("ecr", "team/app", None, registry_id="123456789012", region="eu-west-1")
+    assert str(whole) == "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app"
+
+
+def test_a_selector_tag_follows_the_last_colon_after_the_last_slash() -> None:
+    assert split_name_tag("localhost:5000/team/app:v1") == ("localhost:5000/team/app", "v1")
+    assert split_name_tag("a/b:c/d") == (None, "a/b:c/d")
+    assert split_name_tag("v1") == (None, "v1")

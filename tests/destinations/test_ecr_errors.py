@@ -15,7 +15,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from layerhoist.destinations.ecr.errors import SERVICE_ERRORS, EcrErrors
+from layerhoist.destinations.ecr.errors import SERVICE_ERRORS, EcrErrors, error_code
 from layerhoist.errors import (
     CorruptBlobError,
     CredentialsError,
@@ -28,7 +28,17 @@ from layerhoist.errors import (
 from layerhoist.registry import EmbeddedRegistry
 from layerhoist.registry.simulation import SimulationSettings
 from layerhoist.transfer.retry import RetriesExhausted
-from layerhoist.transfer.verdicts import Action, Classifier, Verdict, to_user_error
+from layerhoist.transfer.verdicts import (
+    Action,
+    Classifier,
+    Rule,
+    Verdict,
+    fail_rule,
+    present_rule,
+    requeue_rule,
+    retry_rule,
+    to_user_error,
+)
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
 RegistryFactory = Callable[..., EmbeddedRegistry]
@@ -261,6 +271,7 @@ def test_transport_errors_retry_the_part(exc: BaseException, code: str) -> None:
     verdict = classify(exc)
     assert verdict.action is Action.RETRY_PART
     assert verdict.code == code
+    assert verdict.message == str(exc)
     assert not verdict.throttled
 
 
@@ -293,6 +304,7 @@ def test_client_setup_errors_fail_as_credentials_or_usage(
 ) -> None:
     verdict = classify(exc)
     assert verdict.action is Action.FAIL
+    assert verdict.message == str(exc)
     error = to_user_error(verdict, subject="ecr:app")
     assert type(error) is error_class
     assert str(error).startswith(f"ecr:app: {type(exc).__name__}: ")
@@ -492,3 +504,187 @@ def test_a_group_takes_its_most_severe_verdict() -> None:
         ExceptionGroup("upload", [ConnectionResetError(), client_error("UploadNotFoundException")])
     )
     assert (requeue.action, requeue.code) == (Action.REQUEUE_LAYER, "UploadNotFoundException")
+
+
+# --- the shared cases: errno fallback, exhausted retries, hints, groups -------------------
+
+
+@pytest.mark.parametrize(
+    ("number", "code"),
+    [
+        (errno.ENETUNREACH, "NetworkUnreachable"),
+        (errno.EHOSTUNREACH, "HostUnreachable"),
+        (errno.ENETDOWN, "NetworkDown"),
+        (errno.ETIMEDOUT, "Timeout"),
+        (errno.ECONNABORTED, "ConnectionAborted"),
+        (errno.ECONNREFUSED, "ConnectionRefused"),
+    ],
+)
+def test_network_errnos_retry_the_part_with_their_code(number: int, code: str) -> None:
+    exc = OSError(number, "no route", "203.0.113.7")
+    verdict = classify(exc, operation="UploadLayerPart")
+    assert (verdict.action, verdict.code, verdict.throttled) == (Action.RETRY_PART, code, False)
+    assert verdict.message == str(exc)
+    assert "check the network" in verdict.hint
+    assert verdict.hint in str(to_user_error(verdict, subject="sha256:ab"))
+
+
+def test_an_os_error_without_errno_fails() -> None:
+    verdict = classify(OSError("weird"))
+    assert (verdict.action, verdict.code, verdict.message) == (Action.FAIL, "OSError", "weird")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "throttled"), [("ThrottlingException", 400, True), ("", 503, False)]
+)
+def test_exhausted_attempts_requeue_keeping_what_the_server_said(
+    code: str, status: int, throttled: bool
+) -> None:
+    last = classify(client_error(code, "slow down", status=status, headers={"Retry-After": "3"}))
+    verdict = classify(RetriesExhausted(last, (), attempts=5, reason="attempts"))
+    assert verdict.action is Action.REQUEUE_LAYER
+    assert (verdict.retry_after, verdict.status, verdict.throttled) == (3.0, status, throttled)
+    assert (verdict.code, verdict.message, verdict.hint) == (last.code, "slow down", last.hint)
+
+
+def test_an_exhausted_budget_fails_with_the_budget_hint_and_no_wait() -> None:
+    last = classify(
+        client_error("ServerException", "busy", status=500, headers={"Retry-After": "9"})
+    )
+    exc = RetriesExhausted(last, (), attempts=2, reason="budget")
+    verdict = classify(exc)
+    assert (verdict.action, verdict.retry_after, verdict.status) == (Action.FAIL, None, 500)
+    assert verdict.hint.startswith("the run's retry budget is spent")
+    error = to_user_error(verdict, subject="sha256:ab")
+    assert isinstance(error, DestinationError)
+    assert (error.code, error.hint) == ("ServerException", verdict.hint)
+    assert str(error) == f"sha256:ab: ServerException: busy ({verdict.hint})"
+    assert str(exc) == "ServerException: busy (gave up after 2 attempts)"
+
+
+def test_throttling_hints_say_to_slow_down_and_other_retries_do_not() -> None:
+    throttled = classify(client_error("ThrottlingException", status=400))
+    assert "lower --concurrency" in throttled.hint
+    assert "request-rate quota" in throttled.hint
+    for transient in (client_error("ServerException", status=500), ConnectionResetError()):
+        verdict = classify(transient)
+        assert not verdict.throttled
+        assert "--concurrency" not in verdict.hint
+
+
+def test_an_out_of_space_message_turns_a_retry_hint_into_the_cause() -> None:
+    full = classify(client_error("InternalServerError", "Disk Out Of Space", status=500))
+    assert full.action is Action.RETRY_PART
+    assert "out of space" in full.hint
+    refused = classify(client_error("InvalidParameterException", "out of space", status=400))
+    assert refused.action is Action.FAIL
+    assert "out of space" not in refused.hint
+
+
+def test_the_operation_is_named_inside_exception_groups() -> None:
+    denied = client_error("AccessDeniedException", operation="InitiateLayerUpload")
+    nested = ExceptionGroup("blob", [ConnectionResetError(), ExceptionGroup("part", [denied])])
+    assert "call PutImage:" in classify(nested, operation="PutImage").hint
+    assert "call InitiateLayerUpload:" in classify(nested).hint
+    nameless = client_error("AccessDeniedException", operation="")
+    assert "call this operation:" in classify(ExceptionGroup("blob", [nameless])).hint
+
+
+def test_a_group_of_equally_severe_errors_takes_the_first() -> None:
+    group = ExceptionGroup("parts", [TimeoutError(), ConnectionResetError(), BrokenPipeError()])
+    assert classify(group).code == "Timeout"
+    fails = ExceptionGroup("parts", [KeyError("a"), client_error("AccessDenied")])
+    assert classify(fails).code == "KeyError"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"), [("-5", 0.0), ("0", 0.0), ("2.5", 2.5), ("past", 0.0)]
+)
+def test_retry_after_is_never_negative(value: str, seconds: float) -> None:
+    now = 1_700_000_000.0
+    header = formatdate(now - 60, usegmt=True) if value == "past" else value
+    error = client_error("ThrottlingException", headers={"Retry-After": header})
+    assert classify(error, wall_clock=lambda: now).retry_after == seconds
+
+
+def test_an_answer_without_status_or_code_fails_as_a_client_error() -> None:
+    exc = botocore.exceptions.ClientError({"Error": {"Message": "odd"}}, "PutImage")
+    verdict = classify(exc)
+    assert (verdict.action, verdict.code, verdict.status) == (Action.FAIL, "ClientError", None)
+    assert error_code(exc) == ""
+    assert error_code(client_error("ThrottlingException")) == "ThrottlingException"
+    error = to_user_error(verdict, subject="ecr:app")
+    assert isinstance(error, DestinationError)
+    assert error.hint == "the destination refused the request"
+
+
+def test_an_error_class_without_code_reads_subject_code_message_and_hint() -> None:
+    plain = Verdict(Action.FAIL, "Boom", "", "try again", error_class=LayerhoistError)
+    assert str(to_user_error(plain, subject="ecr:app")) == "ecr:app: Boom (try again)"
+    bare = Verdict(Action.FAIL, "Boom", "it broke", "", error_class=LayerhoistError)
+    assert str(to_user_error(bare, subject="ecr:app")) == "ecr:app: Boom: it broke"
+
+
+def test_the_rule_helpers_build_the_verdicts_a_transport_table_needs() -> None:
+    def verdict_of(rule: Rule) -> Verdict:
+        return rule.verdict(code="E", message="m", operation="PutImage")
+
+    retry = verdict_of(retry_rule())
+    assert (retry.action, retry.throttled, retry.already_present) == (
+        Action.RETRY_PART,
+        False,
+        False,
+    )
+    assert "retries ran out" in retry.hint
+    assert "--concurrency" not in retry.hint
+    throttled = verdict_of(retry_rule(throttled=True))
+    assert (throttled.action, throttled.throttled) == (Action.RETRY_PART, True)
+    assert "lower --concurrency" in throttled.hint
+    own_hint = verdict_of(retry_rule(throttled=True, hint="wait for {operation}"))
+    assert (own_hint.hint, own_hint.throttled) == ("wait for PutImage", True)
+    requeue = verdict_of(requeue_rule())
+    assert (requeue.action, requeue.throttled) == (Action.REQUEUE_LAYER, False)
+    assert "uploads of it ran out" in requeue.hint
+    assert verdict_of(requeue_rule("again")).hint == "again"
+    present = verdict_of(present_rule("there already"))
+    assert (present.action, present.hint, present.already_present) == (
+        Action.FAIL,
+        "there already",
+        True,
+    )
+    denied = verdict_of(fail_rule("no {operation}", CredentialsError))
+    assert (denied.action, denied.hint, denied.error_class) == (
+        Action.FAIL,
+        "no PutImage",
+        CredentialsError,
+    )
+    assert (denied.code, denied.message, denied.already_present) == ("E", "m", False)
+
+
+def test_a_layerhoist_error_of_its_own_class_carries_its_name_and_message() -> None:
+    corrupt = CorruptBlobError("sha256:ab is corrupt", digest="sha256:ab")
+    verdict = classify(corrupt)
+    assert (verdict.code, verdict.message, verdict.hint) == (
+        "CorruptBlobError",
+        "sha256:ab is corrupt",
+        "",
+    )
+    assert verdict.error_class is CorruptBlobError
+    nameless = classify(DestinationError("refused", code="", hint="h"))
+    assert (nameless.code, nameless.hint) == ("DestinationError", "h")
+
+
+def test_odd_service_answers_keep_what_can_be_read() -> None:
+    bare = botocore.exceptions.ClientError({}, "PutImage")
+    assert error_code(bare) == ""
+    assert (classify(bare).code, classify(bare).message) == ("ClientError", "")
+    user_error = str(to_user_error(classify(bare), subject="ecr:app"))
+    assert user_error == "ecr:app: ClientError (the destination refused the request)"
+    odd_status: Any = {
+        "Error": {"Code": "SomethingNew"},
+        "ResponseMetadata": {"HTTPStatusCode": "503"},
+    }
+    verdict = classify(botocore.exceptions.ClientError(odd_status, "PutImage"))
+    assert (verdict.action, verdict.status) == (Action.FAIL, None)
+    doubly = classify(client_error("aws#com.amazonaws.ecr#ThrottlingException:http://x:1"))
+    assert (doubly.code, doubly.throttled) == ("ThrottlingException", True)

@@ -12,7 +12,7 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from fakes import FakeClock
+from fakes import FakeClock, FakeTime
 from layerhoist.destinations.ecr.errors import classify
 from layerhoist.destinations.ecr.limits import PUBLISHED_QUOTAS
 from layerhoist.registry import EmbeddedRegistry
@@ -369,6 +369,100 @@ def test_pacer_rejects_bad_headroom() -> None:
         Pacer(quotas={}, headroom=1.5)
 
 
+def test_the_cooldown_runs_from_the_last_decrease_on_any_clock() -> None:
+    time = FakeTime()  # starts at 1000 s
+    pacer = Pacer(quotas={"PutImage": 10.0}, clock=time.clock, sleep=time.sleep)
+    pacer.throttled("PutImage")  # the first throttle always counts
+    assert pacer.stats["PutImage"].rate == 4.0
+    time.now = 1000.0 + RATE_DECREASE_COOLDOWN - 0.001
+    pacer.throttled("PutImage")  # an echo of the same overload
+    assert pacer.stats["PutImage"].rate == 4.0
+    time.now = 1000.0 + RATE_DECREASE_COOLDOWN
+    pacer.throttled("PutImage")
+    assert pacer.stats["PutImage"].rate == 2.0
+    time.now += RATE_DECREASE_COOLDOWN / 2  # the cooldown restarted at the last decrease
+    pacer.throttled("PutImage")
+    assert pacer.stats["PutImage"].rate == 2.0
+    assert pacer.stats["PutImage"].throttles == 4
+
+
+@pytest.mark.anyio
+async def test_a_headroom_of_one_paces_at_the_full_quota() -> None:
+    time = FakeTime()
+    pacer = Pacer(quotas={"PutImage": 4.0}, headroom=1.0, clock=time.clock, sleep=time.sleep)
+    for _ in range(6):
+        await pacer.acquire("PutImage")
+    stats = pacer.stats["PutImage"]
+    assert (stats.quota, stats.paced_rate, stats.rate) == (4.0, 4.0, 4.0)
+    assert time.sleeps == [0.25, 0.25]  # a burst of 4, then 4/s
+    assert (stats.requests, stats.waited) == (6, 0.5)
+
+
+@pytest.mark.anyio
+async def test_a_quota_under_one_request_per_second_still_bursts_one() -> None:
+    time = FakeTime()
+    pacer = Pacer(quotas={"PutImage": 1.0}, clock=time.clock, sleep=time.sleep)
+    for _ in range(3):
+        await pacer.acquire("PutImage")
+    assert time.sleeps == [1.25, 1.25]  # 0.8/s; a burst of one request
+
+
+@pytest.mark.parametrize("headroom", [0.0, -0.5, 1.01])
+def test_a_bad_headroom_is_named_in_the_error(headroom: float) -> None:
+    with pytest.raises(ValueError, match=rf"^headroom must be within \(0, 1\], got {headroom}$"):
+        Pacer(quotas={}, headroom=headroom)
+
+
+def test_bucket_errors_name_the_values_given() -> None:
+    with pytest.raises(ValueError, match=r"^rate and burst must be positive, got rate=0 burst=2$"):
+        TokenBucket(rate=0, burst=2)
+    with pytest.raises(ValueError, match=r"got rate=3 burst=-1$"):
+        TokenBucket(rate=3, burst=-1)
+    limiter = TokenBucket(rate=1.0, burst=2.0)
+    with pytest.raises(ValueError, match=r"^rate must be positive, got -4$"):
+        limiter.rate = -4
+    assert limiter.rate == 1.0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("tokens", [0.0, -1.0, 2.5])
+async def test_a_request_outside_the_bucket_is_named_in_the_error(tokens: float) -> None:
+    limiter = bucket(FakeClock(), rate=1.0, burst=2.0)
+    with pytest.raises(ValueError, match=rf"^tokens must be within \(0, 2.0\], got {tokens}$"):
+        await limiter.acquire(tokens)
+    assert limiter.available == 2.0
+
+
+@pytest.mark.anyio
+async def test_a_request_of_the_whole_burst_passes_when_the_bucket_is_full() -> None:
+    clock = FakeClock()
+    limiter = bucket(clock, rate=1.0, burst=2.0)
+    await limiter.acquire(2.0)
+    assert (clock.sleeps, limiter.available) == ([], 0.0)
+    await limiter.acquire(2.0)
+    assert (clock.sleeps, clock.now) == ([2.0], 2.0)
+
+
+def test_window_errors_name_the_values_given() -> None:
+    with pytest.raises(ValueError, match=r"got minimum=1, initial=10, maximum=5$"):
+        AIMDWindow(initial=10, maximum=5)
+    with pytest.raises(ValueError, match=r"got minimum=0, initial=1, maximum=5$"):
+        AIMDWindow(initial=1, minimum=0, maximum=5)
+    with pytest.raises(ValueError, match=r"^need increase > 0 and 0 < decrease < 1, got "):
+        AIMDWindow(initial=1, maximum=5, increase=0.0)
+    with pytest.raises(ValueError, match=r"got increase=1.0 decrease=0.0$"):
+        AIMDWindow(initial=1, maximum=5, decrease=0.0)
+
+
+def test_a_window_of_one_stays_one() -> None:
+    window = AIMDWindow(initial=1, minimum=1, maximum=1)
+    window.on_throttle()
+    assert window.limit == 1
+    for _ in range(5):
+        window.on_success()
+    assert window.limit == 1
+
+
 # --- against the embedded registry's simulated quotas -------------------------------------
 
 REPO = "team/app"
@@ -422,3 +516,12 @@ async def test_paced_calls_stay_under_the_quota(
     codes = await _initiate_concurrently(make_registry, ecr_client, pacer=pacer)
     assert codes == []
     assert pacer.stats["InitiateLayerUpload"].requests == CONCURRENT_CALLS
+
+
+def test_a_fresh_window_grows_after_exactly_one_window_of_successes() -> None:
+    window = AIMDWindow(initial=4, maximum=8)
+    for _ in range(3):
+        window.on_success()
+    assert window.limit == 4
+    window.on_success()
+    assert window.limit == 5

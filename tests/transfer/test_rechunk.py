@@ -61,3 +61,7 @@ def test_take_waits_for_a_whole_piece() -> None:
 def test_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Rechunker(0)
+
+
+def test_pieces_of_one_byte() -> None:
+    assert cut(b"abc", [2, 1], 1) == [b"a", b"b", b"c"]

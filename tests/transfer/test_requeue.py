@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from fakes import FakeClock
+from fakes import FakeClock, FakeTime
 from layerhoist.transfer.requeue import Scheduler
 from layerhoist.transfer.retry import Backoff, RetryBudget, RetryEvent
 
@@ -373,3 +373,97 @@ async def test_requeue_goes_on_past_max_attempts_within_the_time_allowance() -> 
     assert clock.now >= 25.0
     elapsed = [event.elapsed for event in scheduler.events]
     assert elapsed[0] == 0.0 and elapsed == sorted(elapsed) and elapsed[-1] < 25.0
+
+
+def allowance_scheduler(time: FakeTime, *, max_attempts: int, retry_for: float) -> Scheduler[str]:
+    return Scheduler[str](
+        backoff=NO_JITTER,
+        max_attempts=max_attempts,
+        budget=RetryBudget(100),
+        clock=time.clock,
+        sleep=time.sleep,
+        rng=random.Random(SEED),
+        retry_for=retry_for,
+    )
+
+
+@pytest.mark.anyio
+async def test_the_time_allowance_runs_per_key_from_its_first_failure_on_any_clock() -> None:
+    time = FakeTime()  # starts at 1000 s
+    scheduler = allowance_scheduler(time, max_attempts=1, retry_for=5.0)
+    scheduler.submit("a", "A")
+    scheduler.submit("b", "B")
+    assert (await anext(scheduler))[0] == "a"
+    assert (await anext(scheduler))[0] == "b"
+    first = scheduler.requeue("a", "A", cause="ConnectFailed")
+    assert first is not None
+    assert (first.at, first.elapsed, first.message) == (1000.0, 0.0, "")
+    time.now = 1004.0
+    # b fails for the first time: its allowance starts now, not at a's first failure.
+    b = scheduler.requeue("b", "B", cause="ConnectFailed")
+    assert b is not None
+    assert b.elapsed == 0.0
+    assert (await anext(scheduler))[:2] == ("a", "A")
+    time.now = 1004.999
+    again = scheduler.requeue("a", "A", cause="ConnectFailed")
+    assert again is not None
+    assert again.elapsed == pytest.approx(4.999)
+    assert (await anext(scheduler))[0] in {"a", "b"}
+    assert (await anext(scheduler))[0] in {"a", "b"}
+    time.now = 1005.0
+    assert scheduler.requeue("a", "A", cause="ConnectFailed") is None  # exactly 5 s in
+    assert scheduler.requeue("b", "B", cause="ConnectFailed") is not None  # 1 s in
+    assert [e.elapsed for e in scheduler.events] == pytest.approx([0.0, 0.0, 4.999, 1.0])
+
+
+@pytest.mark.anyio
+async def test_a_key_submitted_again_after_finish_starts_a_fresh_allowance() -> None:
+    time = FakeTime()
+    scheduler = allowance_scheduler(time, max_attempts=1, retry_for=5.0)
+    scheduler.submit("a", "A")
+    await anext(scheduler)
+    assert scheduler.requeue("a", "A", cause="x") is not None
+    scheduler.finish("a")
+    time.now = 1010.0
+    scheduler.submit("a", "A2")
+    assert await anext(scheduler) == ("a", "A2", 1)
+    event = scheduler.requeue("a", "A2", cause="x")
+    assert event is not None
+    assert (event.attempt, event.elapsed) == (1, 0.0)
+
+
+@pytest.mark.anyio
+async def test_one_attempt_and_no_allowance_means_no_requeue() -> None:
+    time = FakeTime()
+    budget = RetryBudget(5)
+    scheduler = Scheduler[str](
+        backoff=NO_JITTER, max_attempts=1, budget=budget, clock=time.clock, sleep=time.sleep
+    )
+    scheduler.submit("a", "A")
+    await anext(scheduler)
+    assert scheduler.requeue("a", "A", cause="x") is None
+    assert (budget.spent, scheduler.events, scheduler.outstanding) == (0, [], 1)
+
+
+@pytest.mark.anyio
+async def test_an_empty_budget_refuses_the_first_requeue() -> None:
+    time = FakeTime()
+    scheduler = Scheduler[str](
+        backoff=NO_JITTER, max_attempts=5, budget=RetryBudget(0), clock=time.clock, sleep=time.sleep
+    )
+    scheduler.submit("a", "A")
+    await anext(scheduler)
+    assert scheduler.requeue("a", "A", cause="x") is None
+
+
+def test_bad_settings_and_misuse_name_the_values_given() -> None:
+    with pytest.raises(ValueError, match=r"^max_attempts must be >= 1, got 0$"):
+        make_scheduler(FakeClock(), max_attempts=0)
+    with pytest.raises(ValueError, match=r"^retry_for must be >= 0, got -0.5$"):
+        Scheduler[str](backoff=NO_JITTER, max_attempts=1, budget=RetryBudget(1), retry_for=-0.5)
+    scheduler = make_scheduler(FakeClock())
+    assert scheduler.closed is False
+    scheduler.close()
+    assert scheduler.closed is True
+    with pytest.raises(RuntimeError, match=r"^submit\(\) after close\(\)$"):
+        scheduler.submit("b", "B")

@@ -19,7 +19,14 @@ from layerhoist.registry import EmbeddedRegistry
 from layerhoist.registry.simulation import SimulationSettings
 from layerhoist.transfer.config import PushConfig
 from layerhoist.transfer.pacing import Pacer
-from layerhoist.transfer.retry import Backoff, RetriesExhausted, RetryBudget, RetryEvent, retry_call
+from layerhoist.transfer.retry import (
+    BUDGET_HINT,
+    Backoff,
+    RetriesExhausted,
+    RetryBudget,
+    RetryEvent,
+    retry_call,
+)
 from layerhoist.transfer.verdicts import Action
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[Any]]
@@ -331,6 +338,113 @@ def test_retry_call_rejects_zero_attempts() -> None:
                 classify=classify,
             )
         )
+
+
+# --- edge settings ----------------------------------------------------------------------
+
+
+def test_a_zero_backoff_and_a_constant_one_are_valid() -> None:
+    never = Backoff(initial=0.0, base=1.0, maximum=0.0)
+    rng = random.Random(SEED)
+    assert [never.ceiling(n) for n in (1, 50)] == [0.0, 0.0]
+    assert never.wait(3, rng, retry_after=5.0) == 0.0  # even Retry-After is clamped to 0
+    constant = Backoff(initial=2.0, base=1.0, maximum=9.0)
+    assert [constant.ceiling(n) for n in (1, 2, 30)] == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"initial": -0.1, "base": 2.0, "maximum": 1.0},
+        {"initial": 0.0, "base": 0.99, "maximum": 1.0},
+        {"initial": 0.0, "base": 2.0, "maximum": -1.0},
+    ],
+)
+def test_backoff_errors_name_every_rule(settings: dict[str, float]) -> None:
+    message = "Backoff needs initial >= 0, maximum >= 0 and base >= 1"
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        Backoff(**settings)
+
+
+def test_an_empty_retry_budget_is_valid_and_refuses_every_retry() -> None:
+    budget = RetryBudget(0)
+    assert [budget.try_spend(), budget.try_spend()] == [False, False]
+    assert (budget.total, budget.spent, budget.remaining) == (0, 0, 0)
+    assert repr(budget) == "RetryBudget(total=0, spent=0)"
+    with pytest.raises(ValueError, match="retry budget must be >= 0, got -3"):
+        RetryBudget(-3)
+
+
+def throttled_for(seconds: str) -> botocore.exceptions.ClientError:
+    return botocore.exceptions.ClientError(
+        {
+            "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+            "ResponseMetadata": {"HTTPStatusCode": 429, "HTTPHeaders": {"retry-after": seconds}},
+        },
+        "UploadLayerPart",
+    )
+
+
+async def exhausted_at_once(*, attempts: int, budget: RetryBudget) -> RetriesExhausted:
+    """What ``retry_call`` raises on its first throttle (Retry-After 7 s): no retry, no sleep."""
+    clock = FakeClock()
+    with pytest.raises(RetriesExhausted) as caught:
+        await on_fake_clock(failing([throttled_for("7")]), clock, attempts=attempts, budget=budget)
+    assert clock.sleeps == []
+    return caught.value
+
+
+@pytest.mark.anyio
+async def test_with_an_empty_budget_the_first_retryable_error_fails() -> None:
+    exhausted = await exhausted_at_once(attempts=5, budget=RetryBudget(0))
+    assert (exhausted.reason, exhausted.attempts, exhausted.events) == ("budget", 1, ())
+    assert str(exhausted) == "ThrottlingException: Rate exceeded (gave up after 1 attempts)"
+    assert exhausted.last.action is Action.RETRY_PART
+    assert exhausted.last.retry_after == 7.0
+    verdict = exhausted.verdict
+    assert (verdict.action, verdict.hint, verdict.retry_after) == (Action.FAIL, BUDGET_HINT, None)
+    assert (verdict.code, verdict.status, verdict.throttled) == ("ThrottlingException", 429, True)
+
+
+@pytest.mark.anyio
+async def test_one_attempt_means_no_retry() -> None:
+    budget = RetryBudget(10)
+    exhausted = await exhausted_at_once(attempts=1, budget=budget)
+    assert (exhausted.reason, exhausted.attempts, exhausted.events) == ("attempts", 1, ())
+    verdict = exhausted.verdict
+    assert (verdict.action, verdict.retry_after, verdict.status) == (Action.REQUEUE_LAYER, 7.0, 429)
+    assert verdict.hint == exhausted.last.hint
+    assert budget.spent == 0
+
+
+@pytest.mark.anyio
+async def test_the_time_allowance_counts_from_the_first_failure_on_any_clock() -> None:
+    # Each call takes 2.5 s of the clock, which starts far from zero; the backoff adds nothing.
+    clock = FakeClock()
+    clock.now = 1000.0
+    calls: list[float] = []
+
+    async def slow_failure() -> str:
+        await anyio.lowlevel.checkpoint()
+        clock.now += 2.5
+        calls.append(clock.now)
+        raise ConnectionResetError("reset")
+
+    events: list[RetryEvent] = []
+    with pytest.raises(RetriesExhausted) as caught:
+        await on_fake_clock(
+            slow_failure,
+            clock,
+            attempts=1,
+            budget=RetryBudget(10),
+            backoff=NO_JITTER,
+            retry_for=5.0,
+            on_retry=events.append,
+        )
+    # Failures at 1002.5 (the first), 1005 (2.5 s in) and 1007.5: exactly 5 s in, given up.
+    assert calls == [1002.5, 1005.0, 1007.5]
+    assert [(e.at, e.elapsed) for e in events] == [(1002.5, 0.0), (1005.0, 2.5)]
+    assert caught.value.attempts == 3
 
 
 # --- against the embedded registry ------------------------------------------------------
