@@ -172,9 +172,10 @@ async def copy(
     index to copy (default: all of them); ``destination``
     is ``ecr-public:REPO[:TAG]``, ``ecr:REPO[:TAG]``, ``public.ecr.aws/ALIAS/REPO[:TAG]``,
     ``ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG]``, ``docker://HOST/REPO[:TAG]`` (any OCI
-    registry) or ``oci:DIR[:TAG]`` (an OCI image layout, created if needed). Images that fail are reported in the result (``result.ok``
-    is False); errors that stop the whole run before any image could be copied (bad
-    reference, unreadable source, missing repository, rejected credentials) raise a
+    registry) or ``oci:DIR[:TAG]`` (an OCI image layout, created if needed). Images that fail
+    are reported in the result (``result.ok`` is False); errors that stop the whole run before
+    any image could be copied (bad reference, unreadable source, missing repository, rejected
+    credentials) raise a
     :class:`~layerhoist.errors.LayerhoistError`.
     """
     source_ref = parse_source(source) if isinstance(source, str) else source
