@@ -46,6 +46,7 @@ import xxhash
 from bench_push import (
     CPU_REPEATS,
     Shape,
+    hash_cpu_seconds,
     layout_bytes,
     loopback_send_cpu_seconds,
     sha256_cpu_seconds,
@@ -89,8 +90,6 @@ QUICK_WORKLOADS: dict[str, Shape] = {
 LAYOUT_SEED = 310
 #: Bytes per read when timing the read of the layout: the pipeline's part size.
 READ_SLICE = PREFERRED_MAX_PART_SIZE
-#: Bytes per xxh3 update, as the sha256 yardstick reads.
-HASH_SLICE = 8 * MiB
 
 
 @dataclass(frozen=True)
@@ -244,19 +243,6 @@ async def bench_profile(
     return cells
 
 
-def xxh3_cpu_seconds(layout: Path) -> float:
-    """CPU-seconds of one xxh3 pass over every blob (hashing only, not reading)."""
-    spent = 0.0
-    for blob in (layout / "blobs" / "sha256").iterdir():
-        digest = xxhash.xxh3_64()
-        with blob.open("rb") as f:
-            while chunk := f.read(HASH_SLICE):
-                started = time.process_time()
-                digest.update(chunk)
-                spent += time.process_time() - started
-    return spent
-
-
 def read_cpu_seconds(layout: Path) -> float:
     """CPU-seconds of reading every blob in part-sized ``pread`` calls (from the page cache)."""
     spent = 0.0
@@ -281,7 +267,7 @@ async def measure_parts(layout: Path) -> Parts:
     send = min([await loopback_send_cpu_seconds(layout_bytes(layout)) for _ in runs])
     return Parts(
         sha256=min(sha256_cpu_seconds(layout) for _ in runs) / gib,
-        xxh3=min(xxh3_cpu_seconds(layout) for _ in runs) / gib,
+        xxh3=min(hash_cpu_seconds(layout, xxhash.xxh3_64) for _ in runs) / gib,
         read=min(read_cpu_seconds(layout) for _ in runs) / gib,
         loopback_send=send / gib,
     )
