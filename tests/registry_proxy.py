@@ -31,6 +31,10 @@ _HOP_HEADERS = frozenset(
 )
 
 
+#: The largest request body the proxy forwards.
+MAX_FORWARDED_BODY = 256 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Seen:
     """One request the proxy received."""
@@ -71,7 +75,8 @@ class RegistryProxy:
         self._client: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> RegistryProxy:
-        app = web.Application()
+        # Whole streamed blob uploads pass through (read whole: the test blobs are small).
+        app = web.Application(client_max_size=MAX_FORWARDED_BODY)
         app.router.add_route("*", "/token", self._token)
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._runner = web.AppRunner(app, access_log=None)
@@ -142,6 +147,12 @@ class RegistryProxy:
             for key, value in upstream.headers.items():
                 if key.lower() not in _HOP_HEADERS - {"content-length"}:
                     response.headers[key] = value
+            # An upload's next steps come back through the proxy, as a client would see it.
+            location = upstream.headers.get("Location", "")
+            if location.startswith(f"http://{self.upstream}/"):
+                response.headers["Location"] = f"http://{self.host}" + location.removeprefix(
+                    f"http://{self.upstream}"
+                )
             await response.prepare(request)
             cut = is_blob and upstream.status in (200, 206) and self.cuts < self.options.cut_blobs
             sent = 0

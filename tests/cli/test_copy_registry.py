@@ -236,16 +236,41 @@ async def test_chunk_size_uploads_in_patches_and_is_checked(
     distribution: Distribution, skopeo: str, tmp_path: Path
 ) -> None:
     layout = tmp_path / "layout"
-    write_oci_layout(layout, images=1, layers_per_image=2, layer_size=3 * 1024 * 1024, seed=8)
-    dest = f"docker://{distribution.host}/chunked/app:v1"
-    done = await layerhoist_cli(
-        "copy", f"oci:{layout}:v1", dest, "--dest-tls-verify=false", "--chunk-size", "1MiB"
+    layer_mib = 3
+    write_oci_layout(
+        layout, images=1, layers_per_image=2, layer_size=layer_mib * 1024 * 1024, seed=8
     )
-    assert done.returncode == OK, done.stderr.decode()
-    raw = await anyio.run_process([skopeo, "inspect", "--raw", "--tls-verify=false", dest])
-    assert sha256_digest(raw.stdout) == layout_tags(layout)["v1"]
+    async with RegistryProxy(distribution.host) as proxy:
+
+        async def patches_of(repository: str, *options: str) -> int:
+            before = len(proxy.seen)
+            dest = f"docker://{proxy.host}/{repository}:v1"
+            done = await layerhoist_cli(
+                "copy", f"oci:{layout}:v1", dest, "--dest-tls-verify=false", *options
+            )
+            assert done.returncode == OK, done.stderr.decode()
+            raw = await anyio.run_process(
+                [
+                    skopeo,
+                    "inspect",
+                    "--raw",
+                    "--tls-verify=false",
+                    f"docker://{distribution.host}/{repository}:v1",
+                ]
+            )
+            assert sha256_digest(raw.stdout) == layout_tags(layout)["v1"]
+            return sum(seen.method == "PATCH" for seen in proxy.seen[before:])
+
+        # A PATCH per MiB of each layer (and one for the small config); none by default.
+        assert await patches_of("chunked/app", "--chunk-size", "1MiB") >= 2 * layer_mib
+        assert await patches_of("streamed/app") == 0
     bad = await layerhoist_cli(
-        "copy", f"oci:{layout}:v1", dest, "--dest-tls-verify=false", "--chunk-size", "1GiB"
+        "copy",
+        f"oci:{layout}:v1",
+        f"docker://{distribution.host}/chunked/app:v1",
+        "--dest-tls-verify=false",
+        "--chunk-size",
+        "1GiB",
     )
     assert bad.returncode == USAGE
     assert "--chunk-size" in one_line_error(bad)
