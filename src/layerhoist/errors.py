@@ -4,6 +4,8 @@
 
     LayerhoistError                 message: one line naming the thing; exit_code
     ├── UsageError                  malformed reference or option (exit 2)
+    │   └── ConfigError             an invalid sync file, naming its file, line and key
+    ├── StateLockedError            another run holds the state file (exit 3)
     ├── SourceError                 the source cannot be read as an image (exit 1)
     │   ├── ManifestError           a manifest or index that is not valid JSON/OCI
     │   ├── BlobMissingError        a blob the manifest references is absent
@@ -20,7 +22,7 @@ Lower-level errors (botocore, aiohttp, OS) are mapped to these at the boundary b
 
 from __future__ import annotations
 
-from layerhoist.exits import EXIT_FAILED, EXIT_USAGE
+from layerhoist.exits import EXIT_FAILED, EXIT_LOCKED, EXIT_USAGE
 
 
 class LayerhoistError(Exception):
@@ -41,6 +43,16 @@ class UsageError(LayerhoistError):
     """A malformed reference, option or argument: the command line must change."""
 
     exit_code = EXIT_USAGE
+
+
+class ConfigError(UsageError):
+    """A configuration file that cannot be used; the message names its file, line and key."""
+
+
+class StateLockedError(LayerhoistError):
+    """Another run holds the state file's lock (overlapping cron runs of ``layerhoist sync``)."""
+
+    exit_code = EXIT_LOCKED
 
 
 class SourceError(LayerhoistError):

@@ -1,4 +1,4 @@
-"""Exit codes of every ``layerhoist`` command (push, serve, bench and the bench's cells).
+"""Exit codes of every ``layerhoist`` command (copy, sync, serve, bench and the bench's cells).
 
 Scripts rely on these numbers: they are defined here once and nowhere else.
 """
@@ -13,5 +13,7 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 #: The command line or a setting is invalid.
 EXIT_USAGE: Final = 2
+#: Another ``layerhoist sync`` holds the state file's lock (an overlapping run).
+EXIT_LOCKED: Final = 3
 #: 128 + SIGINT, what shells expect of a command stopped by Ctrl-C.
 EXIT_INTERRUPTED: Final = 130
