@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from layerhoist.oci.blob import BlobStats
     from layerhoist.oci.ratelimit import RateLimit
     from layerhoist.sources.registry import RegistrySourceOptions
+    from layerhoist.transfer.pacing import Pacer
 
 
 @runtime_checkable
@@ -93,11 +94,14 @@ async def prepare_push(
     options: DestinationOptions,
     progress: ProgressSink | None = None,
     platforms: Sequence[Platform] = (),
+    pacer: Pacer | None = None,
 ) -> AsyncIterator[PreparedPush]:
     """Load ``source``, open ``destination`` and make sure its repository exists.
 
     With ``platforms``, each index keeps only the children of those platforms (a new index,
     see :func:`~layerhoist.image.select_platforms`) and a single image must be of one of them.
+    ``pacer`` paces an ECR destination's requests (default: its own, see
+    :func:`~layerhoist.destinations.open_destination`).
 
     Raises a :class:`~layerhoist.errors.LayerhoistError` for what stops the run before any
     image is pushed (an unreadable source, a missing repository, rejected credentials). The
@@ -106,7 +110,7 @@ async def prepare_push(
     part_limits(destination, options).check(config)
     images = await _choose_platforms(source, await source.load(), platforms)
     targets = _targets(images, destination)
-    async with open_destination(destination, config=config, options=options) as dest:
+    async with open_destination(destination, config=config, options=options, pacer=pacer) as dest:
         pipeline = Pipeline(source=source, destination=dest, config=config, progress=progress)
         subject = str(destination)
         try:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from layerhoist.destinations.registry.mounts import KnownBlobs
     from layerhoist.refs import DestinationRef
     from layerhoist.transfer.config import PushConfig
+    from layerhoist.transfer.pacing import Pacer
 
 __all__ = [
     "BlobUpload",
@@ -69,6 +70,7 @@ def open_destination(
     options: DestinationOptions,
     registry: RegistryUploadSettings | None = None,
     known_blobs: KnownBlobs | None = None,
+    pacer: Pacer | None = None,
 ) -> AbstractAsyncContextManager[Destination]:
     """The destination ``ref`` names, as an async context manager holding its connections.
 
@@ -76,7 +78,9 @@ def open_destination(
     and OCI registries; an OCI layout needs none. For a ``docker://`` destination,
     ``registry`` picks the upload strategy (default: ``options.chunk_size``'s) and
     ``known_blobs`` which repositories of a registry are known to hold a blob, for mounts
-    (default: one record per process).
+    (default: one record per process). An ECR destination paces its requests with ``pacer``
+    (default: one of its own, as ``config.pacing`` says), so that destinations of one service
+    and region can share theirs and hold its quotas together.
     """
     destination: AbstractAsyncContextManager[Destination]
     if ref.transport == "oci":
@@ -103,9 +107,9 @@ def open_destination(
     if options.transport == "oci":
         from layerhoist.destinations.ecr.oci import EcrOciDestination
 
-        destination = EcrOciDestination(ref, config=config, options=options)
+        destination = EcrOciDestination(ref, config=config, options=options, pacer=pacer)
         return destination
     from layerhoist.destinations.ecr.destination import EcrDestination
 
-    destination = EcrDestination(ref, config=config, options=options)
+    destination = EcrDestination(ref, config=config, options=options, pacer=pacer)
     return destination

@@ -37,7 +37,7 @@ from layerhoist.oci.blob import BlobReader, BlobStats
 from layerhoist.oci.client import ClientSettings, RegistryClient
 from layerhoist.oci.credentials import Credentials, find_credentials
 from layerhoist.oci.errors import classifier
-from layerhoist.oci.manifest import get_manifest
+from layerhoist.oci.manifest import get_manifest, head_manifest
 from layerhoist.oci.ratelimit import RateLimit
 from layerhoist.oci.tag import list_tags
 from layerhoist.refs import DOCKER_PREFIX, SourceRef
@@ -69,6 +69,9 @@ class RegistrySourceOptions:
     auth_file: Path | None = None
     #: Load every tag of the repository (``--all-tags``) instead of the reference's tag.
     all_tags: bool = False
+    #: Load these tags instead of the reference's (``layerhoist sync``'s chosen ones); the
+    #: pull limit stops them as it stops ``all_tags``.
+    tags: tuple[str, ...] = ()
     #: The HTTP client's settings, TLS verification among them.
     client: ClientSettings = field(default_factory=ClientSettings)
     #: The run's settings: their ``part_attempts``, ``backoff_*``, ``retry_for`` and
@@ -128,27 +131,51 @@ class RegistrySource:
             raise RuntimeError(f"{self.description}: load() has not been called")
         return self._client
 
-    async def load(self) -> list[Image]:
-        """The images the reference names (every tag with ``all_tags``), manifests verified."""
+    async def open(self) -> RegistryClient:
+        """The registry's client, opened (credentials found, ``/v2/`` pinged) on first use."""
         ref = self.ref
         assert ref.host is not None  # checked in __init__
         if self._client is None:
             credentials = self.options.credentials or await find_credentials(
                 ref.host, self.repository, auth_file=self.options.auth_file
             )
-            self._client = RegistryClient(
+            client = RegistryClient(
                 registry=ref.host,
                 endpoint=ref.endpoint,
                 credentials=credentials,
                 settings=self.options.client,
             )
-        client = self._client
-        await self._retry(client.ping, subject=self._where, retry_for=0.0)
-        if self.options.all_tags:
-            tags = await self._retry(
-                lambda: list_tags(client, self.repository, where=f"{self._where} (tags)"),
-                subject=self._where,
-            )
+            try:
+                await self._retry(client.ping, subject=self._where, retry_for=0.0)
+            except BaseException:
+                await client.aclose()
+                raise
+            self._client = client
+        return self._client
+
+    async def list_tags(self) -> list[str]:
+        """Every tag of the repository, page by page."""
+        client = await self.open()
+        return await self._retry(
+            lambda: list_tags(client, self.repository, where=f"{self._where} (tags)"),
+            subject=self._where,
+        )
+
+    async def head(self, tag: str) -> Descriptor:
+        """The descriptor of ``tag``'s manifest, from a HEAD (free of Docker Hub's pull limit)."""
+        client = await self.open()
+        label = f"{self._where}:{tag}"
+        return await self._retry(
+            lambda: head_manifest(client, self.repository, tag, where=label), subject=label
+        )
+
+    async def load(self) -> list[Image]:
+        """The images the reference names (every tag with ``all_tags``, the chosen ones with
+        ``tags``), manifests verified."""
+        ref = self.ref
+        await self.open()
+        if self.options.all_tags or self.options.tags:
+            tags = list(self.options.tags) or await self.list_tags()
             images: list[Image] = []
             for tag in tags:
                 try:

@@ -71,7 +71,7 @@ class EcrDestination:
         self.description = str(ref)
         self._config = config
         self._options = options or DestinationOptions()
-        if pacer is None and self._paced():
+        if pacer is None and paces(config, self._options):
             pacer = Pacer(quotas=PUBLISHED_QUOTAS[ref.service])
         self.pacer = pacer
         #: Requests made, errors and latency percentiles per operation.
@@ -94,15 +94,6 @@ class EcrDestination:
     def target_name(self, tag: str | None) -> str:
         """Named as the user wrote the destination, with this image's tag."""
         return str(dataclasses.replace(self.ref, tag=tag))
-
-    def _paced(self) -> bool:
-        if self._config.pacing != "auto":
-            return self._config.pacing == "published"
-        endpoint = self._options.endpoint_url
-        if endpoint is None:
-            return True
-        host = urlsplit(endpoint).hostname or ""
-        return host.endswith(AWS_DOMAINS)
 
     async def __aenter__(self) -> Self:
         try:
@@ -294,6 +285,18 @@ class EcrBlobUpload:
     async def commit(self, digest: str) -> None:
         """CompleteLayerUpload as ``digest``; the layer being there already is success."""
         await self._destination.complete_upload(self.upload_id, digest)
+
+
+def paces(config: PushConfig, options: DestinationOptions) -> bool:
+    """Whether requests to the destination are paced to the published quotas (``--pacing``):
+    ``auto`` paces AWS's own endpoints only."""
+    if config.pacing != "auto":
+        return config.pacing == "published"
+    endpoint = options.endpoint_url
+    if endpoint is None:
+        return True
+    host = urlsplit(endpoint).hostname or ""
+    return host.endswith(AWS_DOMAINS)
 
 
 def user_agent() -> str:

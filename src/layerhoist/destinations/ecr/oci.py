@@ -118,6 +118,7 @@ class EcrOciDestination:
         options: DestinationOptions,
         tokens: EcrTokenSettings | None = None,
         wall_clock: Callable[[], float] = time.time,
+        pacer: Pacer | None = None,
     ) -> None:
         self.ref = ref
         self.description = str(dataclasses.replace(ref, tag=None))
@@ -126,7 +127,7 @@ class EcrOciDestination:
         self._options = options
         self._repository = oci_repository(ref, options)
         #: The API side: tokens, blob checks, repository creation, and the pacer.
-        self.api = EcrDestination(ref, config=config, options=options)
+        self.api = EcrDestination(ref, config=config, options=options, pacer=pacer)
         #: Requests of both sides, per operation.
         self.metrics = RequestMetrics()
         self.api.metrics = self.metrics
