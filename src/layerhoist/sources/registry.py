@@ -24,7 +24,7 @@ loaded before then are copied and :attr:`RegistrySource.stopped` says why the re
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -175,22 +175,30 @@ class RegistrySource:
         ref = self.ref
         await self.open()
         if self.options.all_tags or self.options.tags:
-            tags = list(self.options.tags) or await self.list_tags()
-            images: list[Image] = []
-            for tag in tags:
-                try:
-                    images.append(await self._image(tag, tag))
-                except PullLimitReached as exc:
-                    if not images:
-                        raise
-                    # What was pulled is copied; the rest waits for the window to reset.
-                    self.stopped = f"{exc} ({len(tags) - len(images)} of {len(tags)} tags left)"
-                    break
-            return images
+            return await self.load_tags(list(self.options.tags) or await self.list_tags())
         if ref.digest is not None:
             return [await self._image(ref.digest, None)]
         assert ref.tag is not None  # a docker reference has a tag or a digest
         return [await self._image(ref.tag, ref.tag)]
+
+    async def load_tags(self, tags: Sequence[str]) -> list[Image]:
+        """The images of ``tags``, in order, manifests verified.
+
+        Once the pull limit stops further pulls, the images loaded before are returned and
+        :attr:`stopped` says why the rest are not (nothing loaded yet: it is raised).
+        """
+        await self.open()
+        images: list[Image] = []
+        for tag in tags:
+            try:
+                images.append(await self._image(tag, tag))
+            except PullLimitReached as exc:
+                if not images:
+                    raise
+                # What was pulled is copied; the rest waits for the window to reset.
+                self.stopped = f"{exc} ({len(tags) - len(images)} of {len(tags)} tags left)"
+                break
+        return images
 
     async def _image(self, reference: str, tag: str | None) -> Image:
         separator = "@" if tag is None else ":"
