@@ -231,9 +231,7 @@ async def _decide(
         image = images.get(record.tag)
         if image is not None:
             try:
-                chosen = (
-                    select_platforms(image, mapping.platforms) if _cut(mapping, image) else image
-                )
+                chosen = _chosen(mapping, image)
             except LayerhoistError as exc:
                 _fail(record, str(exc))
                 continue
