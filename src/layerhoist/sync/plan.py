@@ -38,6 +38,7 @@ from layerhoist.sync.holdings import Holdings, destination_holdings
 from layerhoist.sync.model import SyncConfig, SyncMapping
 from layerhoist.sync.records import TagRecord
 from layerhoist.sync.settings import SyncSettings, destination_options, state_key
+from layerhoist.transfer.verdicts import Classifier, to_user_error
 from layerhoist.units import format_bytes
 
 #: ``reason`` of a tag the state file confirms (no destination request made).
@@ -267,8 +268,8 @@ async def _holdings(
             config=settings.config,
             options=options,
         )
-    except LayerhoistError as exc:
-        return exc
+    except Exception as exc:
+        return one_line(exc, subject=str(mapping.destination))
 
 
 async def _images(source: MappingSource, tags: Sequence[str]) -> dict[str, Image]:
@@ -280,6 +281,13 @@ async def _images(source: MappingSource, tags: Sequence[str]) -> dict[str, Image
         return await source.images(tags)
     except LayerhoistError:
         return {}
+
+
+def one_line(exc: Exception, *, subject: str) -> LayerhoistError:
+    """``exc`` as the one-line error a record carries (an unexpected one names ``subject``)."""
+    if isinstance(exc, LayerhoistError):
+        return exc
+    return to_user_error(Classifier()(exc), subject=subject)
 
 
 def plan_line(record: TagRecord) -> str:

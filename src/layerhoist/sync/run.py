@@ -35,7 +35,7 @@ from layerhoist.state import StateFile
 from layerhoist.state.tags import ConfirmedTags, read_confirmed
 from layerhoist.sync.catalog import mapping_config, run_source
 from layerhoist.sync.model import SyncConfig, SyncMapping
-from layerhoist.sync.plan import HELD_BY_DESTINATION, Shard, make_plan
+from layerhoist.sync.plan import HELD_BY_DESTINATION, Shard, make_plan, one_line
 from layerhoist.sync.records import TagRecord
 from layerhoist.sync.settings import SyncSettings, destination_options, state_key
 from layerhoist.transfer.config import PushConfig
@@ -193,10 +193,11 @@ class _Run:
             ) as prepared:
                 result = await prepared.run()
                 targets = list(prepared.targets)
-        except LayerhoistError as exc:
-            self._note_pull_limit(host, exc)
+        except Exception as exc:
+            error = one_line(exc, subject=str(mapping.destination))
+            self._note_pull_limit(host, error)
             for record in records:
-                _fail(record, str(exc))
+                _fail(record, str(error))
             return
         finally:
             await source.aclose()

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import aioboto3
 from botocore import xform_name
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, NoRegionError
 
 from layerhoist.destinations.base import DestinationOptions, PartLimits
 from layerhoist.destinations.ecr.body import PartBody, PartSplicer, part_encoder, send_in_slices
@@ -112,14 +112,19 @@ class EcrDestination:
             # and names layerhoist in CloudTrail's userAgent field.
             user_agent=user_agent(),
         )
-        self._client = await self._stack.enter_async_context(
-            session.client(
-                self.ref.service,
-                endpoint_url=self._options.endpoint_url,
-                region_name=api_region(self.ref, self._options.region),
-                config=boto_config,
+        try:
+            self._client = await self._stack.enter_async_context(
+                session.client(
+                    self.ref.service,
+                    endpoint_url=self._options.endpoint_url,
+                    region_name=api_region(self.ref, self._options.region),
+                    config=boto_config,
+                )
             )
-        )
+        except NoRegionError as exc:
+            raise UsageError(
+                f"{self.description}: no AWS region; pass --region or set AWS_REGION"
+            ) from exc
         events = self._client.meta.events
         events.register_first(f"request-created.{self.ref.service}.UploadLayerPart", self._splicer)
         events.register(f"before-send.{self.ref.service}.UploadLayerPart", send_in_slices)
