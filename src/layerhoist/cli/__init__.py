@@ -1,4 +1,4 @@
-"""The ``layerhoist`` command: ``copy`` images (``push``, its former name), ``serve``, ``bench``.
+"""The ``layerhoist`` command: ``copy`` (``push``, its former name), ``sync``, ``serve``, ``bench``.
 
 Each command lives in a module of its own with ``configure_parser(parser)`` and
 ``run(args) -> int``; only the chosen command's module is imported, so ``--help`` and
@@ -26,6 +26,7 @@ COMMANDS = MappingProxyType(
     {
         "copy": ("layerhoist.cli.copy", "copy images into ECR Public, ECR or an OCI layout"),
         "push": ("layerhoist.cli.copy", "the same as copy (its former name)"),
+        "sync": ("layerhoist.cli.sync", "keep repositories in step with upstream, from a file"),
         "serve": ("layerhoist.registry.cli", "run the embedded ECR-compatible registry"),
         "bench": ("layerhoist.bench", "benchmark push speed and show what limits it"),
     }

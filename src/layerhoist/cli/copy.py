@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``copy`` (and ``push``) to ``parser``."""
-    defaults = PushConfig()
     parser.add_argument(
         "source",
         help="oci:DIR[:TAG], docker-archive:FILE[:TAG] or docker://[HOST/]REPO[:TAG|@DIGEST]",
@@ -44,6 +43,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPO[:TAG], docker://HOST/REPO[:TAG] (an OCI "
         "registry) or oci:DIR[:TAG] (an OCI layout)",
     )
+    transfer_options(parser)
+    destination_options(parser)
+    parser.add_argument(
+        "--create-repo", action="store_true", help="create the repository if missing"
+    )
+    parser.add_argument(
+        "--transport",
+        choices=ECR_TRANSPORTS,
+        default=DestinationOptions().transport,
+        help="ECR and ECR Public: push through the layer API (api, the default) or the "
+        "registry's /v2/ endpoint with a GetAuthorizationToken password (oci)",
+    )
+    _registry_options(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def transfer_options(parser: argparse.ArgumentParser) -> None:
+    """The options of how blobs are moved (``copy``'s, shared with ``sync``): concurrency, part
+    and chunk sizes, memory, retries, pacing. :func:`push_config` reads them."""
+    defaults = PushConfig()
     parser.add_argument(
         "--concurrency",
         type=argtypes.positive_int,
@@ -89,23 +109,38 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=defaults.pacing,
         help="pace requests to the published quotas: auto (on AWS endpoints), published, off",
     )
+
+
+def destination_options(parser: argparse.ArgumentParser) -> None:
+    """The options of how ECR and ECR Public are reached (``copy``'s, shared with ``sync``)."""
     parser.add_argument("--endpoint-url", help="API endpoint (e.g. the embedded registry's URL)")
     parser.add_argument("--region", help="AWS region (ECR private; ECR Public is us-east-1)")
     parser.add_argument("--profile", help="AWS profile from the shared config")
     parser.add_argument("--registry-id", help="registry (account) id")
+
+
+def push_config(args: argparse.Namespace) -> PushConfig:
+    """The transfer settings :func:`transfer_options` parsed; a bad combination is a usage error."""
+    try:
+        return PushConfig(
+            blob_concurrency=args.concurrency,
+            part_size=args.part_size,
+            memory_budget=args.memory_budget,
+            retry_budget=args.retry_budget,
+            retry_for=args.retry_for,
+            pacing=args.pacing,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def authfile_option(parser: argparse.ArgumentParser) -> None:
+    """``--authfile``, where registry credentials are found (``copy``'s, shared with ``sync``)."""
     parser.add_argument(
-        "--create-repo", action="store_true", help="create the repository if missing"
+        "--authfile",
+        type=Path,
+        help="registry auth file (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json)",
     )
-    parser.add_argument(
-        "--transport",
-        choices=ECR_TRANSPORTS,
-        default=DestinationOptions().transport,
-        help="ECR and ECR Public: push through the layer API (api, the default) or the "
-        "registry's /v2/ endpoint with a GetAuthorizationToken password (oci)",
-    )
-    _registry_options(parser)
-    parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def _registry_options(parser: argparse.ArgumentParser) -> None:
@@ -116,11 +151,7 @@ def _registry_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dest-creds", metavar="USER[:PASS]", help="credentials of a docker:// destination"
     )
-    parser.add_argument(
-        "--authfile",
-        type=Path,
-        help="registry auth file (default: $REGISTRY_AUTH_FILE, then ~/.docker/config.json)",
-    )
+    authfile_option(parser)
     for side in ("src", "dest"):
         parser.add_argument(
             f"--{side}-tls-verify",
@@ -211,17 +242,7 @@ async def _run_copy(args: argparse.Namespace, config: PushConfig) -> PushResult:
 
 def run(args: argparse.Namespace) -> int:
     """Copy as ``args`` say; the exit code (errors that stop the run are raised)."""
-    try:
-        config = PushConfig(
-            blob_concurrency=args.concurrency,
-            part_size=args.part_size,
-            memory_budget=args.memory_budget,
-            retry_budget=args.retry_budget,
-            retry_for=args.retry_for,
-            pacing=args.pacing,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    config = push_config(args)
     import anyio
 
     # What is imported by now lives as long as the process: frozen, it is left out

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import anyio
 
@@ -34,10 +33,12 @@ from layerhoist.image import INDEX_TYPES, Descriptor, Image, select_platforms
 from layerhoist.refs import DestinationRef, SourceRef
 from layerhoist.state.tags import Confirmation, ConfirmedTags, platforms_key
 from layerhoist.sync.catalog import MappingSource
+from layerhoist.sync.filters import select_tags
 from layerhoist.sync.holdings import Holdings, destination_holdings
 from layerhoist.sync.model import SyncConfig, SyncMapping
 from layerhoist.sync.records import TagRecord
 from layerhoist.sync.settings import SyncSettings, destination_options, state_key
+from layerhoist.sync.shard import Shard
 from layerhoist.transfer.verdicts import Classifier, to_user_error
 from layerhoist.units import format_bytes
 
@@ -49,14 +50,6 @@ HELD_BY_DESTINATION = "the destination holds it"
 IMMUTABLE_DIFFERS = "immutable tag differs"
 #: The ``tag`` of a record about a whole mapping (its tags could not be listed).
 WHOLE_MAPPING = "*"
-
-
-class Shard(Protocol):
-    """The part of the work this process takes (:class:`layerhoist.sync.shard.Shard`)."""
-
-    def takes(self, key: str) -> bool:
-        """Whether the work item named ``key`` is this shard's."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -85,9 +78,14 @@ async def make_plan(
 
     async def plan_one(position: int, mapping: SyncMapping) -> None:
         async with limiter:
-            results[position] = await plan_mapping(
-                sync, mapping, settings, confirmed=lookups, shard=shard, dry_run=dry_run
-            )
+            try:
+                results[position] = await plan_mapping(
+                    sync, mapping, settings, confirmed=lookups, shard=shard, dry_run=dry_run
+                )
+            except Exception as exc:
+                # What no tag of it could survive fails the mapping, not the other mappings.
+                whole = _whole_mapping(mapping, one_line(exc, subject=mapping.origin))
+                results[position] = [whole] if shard is None or shard.takes(whole.key) else []
 
     async with anyio.create_task_group() as tg:
         for position, mapping in enumerate(sync.mappings):
@@ -121,19 +119,21 @@ async def plan_mapping(
         try:
             tags = await source.list_tags()
         except LayerhoistError as exc:
-            whole = _record(mapping, WHOLE_MAPPING)
-            whole.destination = str(mapping.destination)
-            _fail(whole, str(exc))
+            whole = _whole_mapping(mapping, exc)
             return [whole] if shard is None or shard.takes(whole.key) else []
-        if mapping.tags is not None:
-            # Imported here: the filters' module brings in version parsing.
-            from layerhoist.sync.filters import select_tags
-
-            tags = select_tags(mapping.tags, tags)
+        tags = select_tags(mapping.tags, tags)
         records = [_record(mapping, tag) for tag in tags]
         records = [r for r in records if shard is None or shard.takes(r.key)]
         heads = await _heads(source, [r.tag for r in records], settings.heads_at_once)
         return await _decide(sync, mapping, settings, source, records, heads, confirmed, dry_run)
+
+
+def _whole_mapping(mapping: SyncMapping, error: LayerhoistError) -> TagRecord:
+    """The one record of a mapping none of whose tags could be planned."""
+    whole = _record(mapping, WHOLE_MAPPING)
+    whole.destination = str(mapping.destination)
+    _fail(whole, str(error))
+    return whole
 
 
 def _record(mapping: SyncMapping, tag: str) -> TagRecord:

@@ -35,9 +35,10 @@ from layerhoist.state import StateFile
 from layerhoist.state.tags import ConfirmedTags, read_confirmed
 from layerhoist.sync.catalog import mapping_config, run_source
 from layerhoist.sync.model import SyncConfig, SyncMapping
-from layerhoist.sync.plan import HELD_BY_DESTINATION, Shard, make_plan, one_line
+from layerhoist.sync.plan import HELD_BY_DESTINATION, make_plan, one_line
 from layerhoist.sync.records import TagRecord
 from layerhoist.sync.settings import SyncSettings, destination_options, state_key
+from layerhoist.sync.shard import Shard
 from layerhoist.transfer.config import PushConfig
 from layerhoist.transfer.pacing import Pacer
 from layerhoist.transfer.report import ImageOutcome, PushResult
@@ -126,7 +127,14 @@ async def run_plan(
 
     async def copy_one(mapping: SyncMapping, tags: list[TagRecord]) -> None:
         async with limiter:
-            await run.copy_mapping(mapping, tags)
+            try:
+                await run.copy_mapping(mapping, tags)
+            except Exception as exc:
+                # Fails this mapping's tags, never the other mappings.
+                error = one_line(exc, subject=str(mapping.destination))
+                for record in tags:
+                    if record.action == "copy":
+                        _fail(record, str(error))
 
     async with anyio.create_task_group() as tg:
         for index, tags in copies.items():
