@@ -115,6 +115,14 @@ async def test_unknown_repository_says_create_repo(
     assert "--create-repo" in line
 
 
+async def test_ecr_without_a_region_says_so(
+    aws_env: dict[str, str], layout: Path, registry: EmbeddedRegistry
+) -> None:
+    done = await push_cli(aws_env, f"oci:{layout}", "ecr:app", registry.endpoint_url)
+    assert done.returncode == USAGE
+    assert "ecr:app: no AWS region" in one_line_error(done)
+
+
 async def test_invalid_part_size_is_a_usage_error(
     aws_env: dict[str, str], layout: Path, registry: EmbeddedRegistry
 ) -> None:
