@@ -12,11 +12,11 @@ digest is known from the state file when it confirmed the same source digest and
 otherwise the index is pulled and cut as a copy would cut it, so that a destination already
 holding it is found up to date without a state file.
 
-Bytes: a planned copy counts the sizes of the image's distinct blobs (config and layers of
-the chosen platforms), what a copy reads from the source; blobs the destination already holds
-are not subtracted. They are counted where the manifests are at hand: always for local sources,
-and for registries in a dry run only (their manifests are pulled then, which Docker Hub counts
-against its pull limit; a real run counts what it moved instead).
+Bytes: in a dry run, a planned copy counts the sizes of the image's distinct blobs (config
+and layers of the chosen platforms), what a copy reads from the source; blobs the destination
+already holds are not subtracted. For a registry that means pulling the manifests of the tags
+to copy, which Docker Hub counts against its pull limit. A real run does not count ahead: its
+records say what each copy moved.
 """
 
 from __future__ import annotations
