@@ -29,6 +29,11 @@ def actions(records: list[Any]) -> dict[str, tuple[str, str | None]]:
     return {record.tag: (record.action, record.reason) for record in records}
 
 
+def put_images(registry: EmbeddedRegistry) -> int:
+    counted: dict[str, int] = registry.stats()["requests"]  # type: ignore[assignment]
+    return counted["PutImage"]
+
+
 @pytest.mark.usefixtures("aws_credentials")
 async def test_platforms_cut_from_an_index_are_up_to_date_on_the_next_run(
     registry: EmbeddedRegistry, tmp_path: Path
@@ -42,8 +47,7 @@ async def test_platforms_cut_from_an_index_are_up_to_date_on_the_next_run(
 
     cold = await sync(config, settings, state=tmp_path / "a")
     assert {r.action for r in cold} == {"copied"}
-    stats: dict[str, Any] = registry.stats()
-    puts = stats["requests"]["PutImage"]
+    puts = put_images(registry)
 
     # Without a state file the plan cuts the source's index as the copy did.
     fresh = await sync(config, settings, state=tmp_path / "b")
@@ -51,8 +55,7 @@ async def test_platforms_cut_from_an_index_are_up_to_date_on_the_next_run(
     assert all(r.destination_digest != r.source_digest for r in fresh)
     again = await sync(config, settings, state=tmp_path / "b")
     assert actions(again) == dict.fromkeys(tags, ("up-to-date", CONFIRMED_BY_STATE))
-    stats = registry.stats()
-    assert stats["requests"]["PutImage"] == puts
+    assert put_images(registry) == puts
 
 
 async def test_a_layout_destination_is_read_from_its_index(tmp_path: Path) -> None:
