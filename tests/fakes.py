@@ -20,6 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from layerhoist.destinations import PartLimits
+from layerhoist.destinations.base import ResumedUpload, ResumeRefused
 from layerhoist.image import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -253,6 +254,11 @@ class FakeDestination:
     Every answered request is appended to :attr:`calls`. :meth:`fail` makes a future request
     raise a :class:`FakeServiceError`; :meth:`hold` makes one wait on a :class:`Gate`. Each
     request passes a checkpoint first, as a network request would, so other tasks run meanwhile.
+
+    Uploads outlive a run, as a service's do: a second pipeline over the same fake resumes
+    them by :attr:`FakeUpload.session` until :meth:`expire`. ``reports_offset`` says whether
+    :meth:`resume_upload` tells the bytes an upload holds (as an OCI registry's status GET
+    does) or leaves the first part's answer to tell (as ECR's layer API does).
     """
 
     def __init__(
@@ -261,8 +267,12 @@ class FakeDestination:
         present: Iterable[str] = (),
         part_size: int = 4 * KiB,
         clock: Callable[[], float] = lambda: 0.0,
+        reports_offset: bool = True,
     ) -> None:
         self.description = "fake-destination"
+        self.reports_offset = reports_offset
+        #: Uploads not committed yet, by session.
+        self.sessions: dict[str, FakeUpload] = {}
         self.metrics = RequestMetrics()
         self.limits = FAKE_LIMITS
         self.errors: ErrorTable = FakeErrors()
@@ -278,7 +288,7 @@ class FakeDestination:
         self._clock = clock
         self._uploads = 0
         self._failures: list[tuple[str, str, int, str]] = []
-        self._gates: dict[tuple[str, str], Gate] = {}
+        self._gates: dict[tuple[str, str, int], Gate] = {}
 
     def fail(self, op: str, subject: str, code: str, *, part: int = -1) -> None:
         """Make the next ``op`` request about ``subject`` (and part ``part``) fail with ``code``.
@@ -287,11 +297,16 @@ class FakeDestination:
         """
         self._failures.append((op, subject, part, code))
 
-    def hold(self, op: str, subject: str) -> Gate:
-        """Hold the first ``op`` request about ``subject`` until the returned gate is released."""
+    def hold(self, op: str, subject: str, *, part: int = -1) -> Gate:
+        """Hold the first ``op`` request about ``subject`` (and part ``part``) until the
+        returned gate is released."""
         gate = Gate()
-        self._gates[(op, subject)] = gate
+        self._gates[(op, subject, part)] = gate
         return gate
+
+    def expire(self, session: str) -> None:
+        """Forget the upload ``session``, as a service forgets an idle one."""
+        del self.sessions[session]
 
     def answered(self, op: str) -> list[Call]:
         """The ``op`` requests answered with success, in order."""
@@ -310,12 +325,25 @@ class FakeDestination:
         await self.answer(Call("missing_blobs", ",".join(sorted(wanted))))
         return wanted - self.present - set(self.blobs)
 
-    async def start_upload(self, descriptor: Descriptor) -> FakeUpload:
-        """Start upload number ``n`` of the run (numbered from 1)."""
+    async def start_upload(self, descriptor: Descriptor, *, resumable: bool = False) -> FakeUpload:
+        """Start upload number ``n`` (numbered from 1); every fake upload can be resumed."""
         self._uploads += 1
         upload = FakeUpload(self, descriptor.digest, self._uploads)
         await self.answer(Call("start_upload", descriptor.digest, upload.number))
+        self.sessions[upload.session] = upload
         return upload
+
+    async def resume_upload(
+        self, descriptor: Descriptor, *, session: str, part_size: int
+    ) -> ResumedUpload | None:
+        """The upload ``session``, unconfirmed until its next part; ``None`` once expired."""
+        upload = self.sessions.get(session)
+        await self.answer(Call("resume_upload", descriptor.digest, upload.number if upload else 0))
+        if upload is None or upload.digest != descriptor.digest or upload.part_size != part_size:
+            return None
+        upload.confirmed = False
+        held = len(upload.received) if self.reports_offset else None
+        return ResumedUpload(upload=upload, acknowledged=held)
 
     async def put_manifest(self, manifest: Manifest, *, tag: str | None) -> None:
         """Store ``manifest`` under its digest; the tag is only recorded."""
@@ -325,7 +353,9 @@ class FakeDestination:
     async def answer(self, call: Call) -> None:
         """Pass a checkpoint, wait at a gate, then record ``call`` and fail it if told to."""
         await anyio.lowlevel.checkpoint()
-        gate = self._gates.pop((call.op, call.subject), None)
+        gate = self._gates.pop((call.op, call.subject, call.part), None) or self._gates.pop(
+            (call.op, call.subject, -1), None
+        )
         if gate is not None:
             gate.entered.set()
             try:
@@ -344,14 +374,25 @@ class FakeDestination:
 
 
 class FakeUpload:
-    """One upload into a :class:`FakeDestination`: parts must arrive in order, without gaps."""
+    """One upload into a :class:`FakeDestination`: parts must arrive in order, without gaps.
+
+    A resumed upload whose first part does not continue what it holds refuses it with
+    :class:`~layerhoist.destinations.base.ResumeRefused`, naming the bytes it holds.
+    """
 
     def __init__(self, destination: FakeDestination, digest: str, number: int) -> None:
         self.part_size = destination.part_size
         self.digest = digest
         self.number = number
         self.received = bytearray()
+        #: False from a resume until the next part lands.
+        self.confirmed = True
         self._destination = destination
+
+    @property
+    def session(self) -> str:
+        """``fake-upload-N``."""
+        return f"fake-upload-{self.number}"
 
     def encode(self, first_byte: int, data: bytes) -> Sized:
         """The payload is the raw bytes."""
@@ -359,15 +400,19 @@ class FakeUpload:
 
     async def send_part(self, part: Part) -> None:
         """Append the part's bytes; a part that does not continue the upload is a test bug."""
+        if not self.confirmed and part.first_byte != len(self.received):
+            raise ResumeRefused("the fake upload holds another offset", held=len(self.received))
         assert part.first_byte == len(self.received), "parts out of order"
         await self._destination.answer(Call("send_part", self.digest, self.number, part.index))
         assert isinstance(part.payload, bytes)
         self.received += part.payload
+        self.confirmed = True
 
     async def commit(self, digest: str) -> None:
         """Keep the received bytes as blob ``digest``."""
         await self._destination.answer(Call("commit", digest, self.number))
         self._destination.blobs[digest] = bytes(self.received)
+        self._destination.sessions.pop(self.session, None)
 
 
 class FullDisk:

@@ -33,6 +33,7 @@ from layerhoist.image import (
 from layerhoist.refs import DestinationRef, SourceRef, parse_destination, parse_source
 from layerhoist.sources import Source, open_source
 from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.journal import UploadJournal
 from layerhoist.transfer.pipeline import Pipeline, ProgressSink
 from layerhoist.transfer.report import PushResult
 
@@ -95,13 +96,16 @@ async def prepare_push(
     progress: ProgressSink | None = None,
     platforms: Sequence[Platform] = (),
     pacer: Pacer | None = None,
+    journal: UploadJournal | None = None,
 ) -> AsyncIterator[PreparedPush]:
     """Load ``source``, open ``destination`` and make sure its repository exists.
 
     With ``platforms``, each index keeps only the children of those platforms (a new index,
     see :func:`~layerhoist.image.select_platforms`) and a single image must be of one of them.
     ``pacer`` paces an ECR destination's requests (default: its own, see
-    :func:`~layerhoist.destinations.open_destination`).
+    :func:`~layerhoist.destinations.open_destination`). With ``journal``, large uploads are
+    journaled and those a killed run left are resumed
+    (:class:`~layerhoist.transfer.pipeline.Pipeline`).
 
     Raises a :class:`~layerhoist.errors.LayerhoistError` for what stops the run before any
     image is pushed (an unreadable source, a missing repository, rejected credentials). The
@@ -111,7 +115,9 @@ async def prepare_push(
     images = await _choose_platforms(source, await source.load(), platforms)
     targets = _targets(images, destination)
     async with open_destination(destination, config=config, options=options, pacer=pacer) as dest:
-        pipeline = Pipeline(source=source, destination=dest, config=config, progress=progress)
+        pipeline = Pipeline(
+            source=source, destination=dest, config=config, progress=progress, journal=journal
+        )
         subject = str(destination)
         try:
             # Attempts only: a destination that never answered is more likely misnamed than
@@ -166,6 +172,7 @@ async def copy(
     progress: ProgressSink | None = None,
     source_options: RegistrySourceOptions | None = None,
     platforms: Sequence[Platform | str] = (),
+    journal: UploadJournal | None = None,
 ) -> PushResult:
     """Copy every image of ``source`` into ``destination``.
 
@@ -180,7 +187,9 @@ async def copy(
     are reported in the result (``result.ok`` is False); errors that stop the whole run before
     any image could be copied (bad reference, unreadable source, missing repository, rejected
     credentials) raise a
-    :class:`~layerhoist.errors.LayerhoistError`.
+    :class:`~layerhoist.errors.LayerhoistError`. ``journal`` (a state file's
+    :class:`~layerhoist.state.journal.StateJournal`) lets a run killed halfway through a large
+    blob be resumed by the next one with the same journal.
     """
     source_ref = parse_source(source) if isinstance(source, str) else source
     destination_ref = (
@@ -206,6 +215,7 @@ async def copy(
             options=options or DestinationOptions(),
             progress=progress,
             platforms=chosen,
+            journal=journal,
         ) as prepared:
             return await prepared.run()
     finally:
@@ -220,6 +230,7 @@ class CopyKeywords(TypedDict, total=False):
     progress: ProgressSink | None
     source_options: RegistrySourceOptions | None
     platforms: Sequence[Platform | str]
+    journal: UploadJournal | None
 
 
 def copy_sync(

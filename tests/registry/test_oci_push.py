@@ -406,6 +406,73 @@ async def test_ecr_flavor_quirks(
             assert error["message"].startswith("None of the provided layer digests match")
 
 
+#: Bytes of a PATCH body sent before its connection is cut, of the length it declared.
+CUT_SENT, CUT_DECLARED = 2048, 4096
+#: Guards the waits for the registry to take in (or drop) a cut body.
+CUT_GUARD_SECONDS = 10.0
+CUT_POLL_SECONDS = 0.01
+
+
+async def upload_range(http: aiohttp.ClientSession, url: str) -> str:
+    """The ``Range`` an upload session's status GET answers."""
+    async with http.get(url) as response:
+        assert response.status == 204
+        return response.headers["Range"]
+
+
+async def range_becomes(http: aiohttp.ClientSession, url: str, expected: str) -> None:
+    """Wait until the session's ``Range`` is ``expected``."""
+    with anyio.fail_after(CUT_GUARD_SECONDS):
+        while True:
+            if await upload_range(http, url) == expected:
+                return
+            await anyio.sleep(CUT_POLL_SECONDS)
+
+
+@pytest.mark.parametrize("flavor", ["distribution", "ecr"])
+async def test_a_patch_cut_off_midway(
+    make_registry: Any, http: aiohttp.ClientSession, ecr_client: Any, flavor: str
+) -> None:
+    """distribution keeps what arrived of a PATCH cut off midway; ECR's PATCH is an
+    UploadLayerPart, which adds nothing unless it completes."""
+    first = 1000
+    async with make_registry(
+        flavor=flavor, oci_stream_piece=1024, min_part_size=first, part_size=first
+    ) as registry:
+        base = registry.endpoint_url
+        if flavor == "ecr":
+            async with ecr_client(base, "ecr") as client:
+                await client.create_repository(repositoryName=AUTH_REPO)
+        async with http.post(f"{base}/v2/{AUTH_REPO}/blobs/uploads/") as response:
+            location = response.headers["Location"]
+        url = base + location
+        async with http.patch(url, data=b"a" * first) as response:
+            assert response.status in (201, 202)
+        host, port = base.removeprefix("http://").split(":")
+        cut = await anyio.connect_tcp(host, int(port))
+        await cut.send(
+            f"PATCH {location} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Content-Length: {CUT_DECLARED}\r\n"
+            f"Content-Range: {first}-{first + CUT_DECLARED - 1}\r\n\r\n".encode()
+            + b"b" * CUT_SENT
+        )
+        # The pieces that arrived are in the upload while the request lasts.
+        await range_becomes(http, url, f"0-{first + CUT_SENT - 1}")
+        await cut.aclose()
+        held = first + CUT_SENT if flavor == "distribution" else first
+        if flavor == "ecr":
+            await range_becomes(http, url, f"0-{first - 1}")
+        # The next PATCH waits for the cut one to end, and must continue what is held.
+        async with http.patch(
+            url, data=b"c" * 100, headers={"Content-Range": f"{held}-{held + 99}"}
+        ) as response:
+            assert response.status in (201, 202), await response.text()
+        assert await upload_range(http, url) == f"0-{held + 99}"
+        data = b"a" * first + (b"b" * CUT_SENT if flavor == "distribution" else b"") + b"c" * 100
+        async with http.put(url, params={"digest": sha256_digest(data)}) as response:
+            assert response.status == 201, await response.text()
+
+
 async def test_ecr_flavor_refuses_a_missing_repository(
     make_registry: Any, http: aiohttp.ClientSession
 ) -> None:

@@ -12,7 +12,8 @@ import argparse
 import gc
 import json
 import sys
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, get_args
 
@@ -27,6 +28,7 @@ from layerhoist.units import format_bytes
 
 if TYPE_CHECKING:
     from layerhoist.sources.registry import RegistrySourceOptions
+    from layerhoist.transfer.journal import UploadJournal
     from layerhoist.transfer.pipeline import ProgressSink
     from layerhoist.transfer.report import PushResult
 
@@ -54,6 +56,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=DestinationOptions().transport,
         help="ECR and ECR Public: push through the layer API (api, the default) or the "
         "registry's /v2/ endpoint with a GetAuthorizationToken password (oci)",
+    )
+    parser.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="journal large uploads in this SQLite state file (created if missing) so that "
+        "a run killed halfway resumes them: run again with the same FILE and only what the "
+        "destination lacks is sent. One run at a time holds it (exit 3 if another does); "
+        "layerhoist sync keeps its state in the same kind of file",
     )
     _registry_options(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
@@ -211,7 +222,23 @@ def _progress(args: argparse.Namespace) -> ProgressSink | None:
     return PlainProgress(sys.stderr)
 
 
-async def _run_copy(args: argparse.Namespace, config: PushConfig) -> PushResult:
+@contextmanager
+def _journal(path: Path | None) -> Iterator[UploadJournal | None]:
+    """The upload journal of the state file ``path``, held for the run; none without one."""
+    if path is None:
+        yield None
+        return
+    # Imported only for a run that keeps state.
+    from layerhoist.state import StateFile
+    from layerhoist.state.journal import StateJournal
+
+    with StateFile(path) as state:
+        yield StateJournal(state.db)
+
+
+async def _run_copy(
+    args: argparse.Namespace, config: PushConfig, journal: UploadJournal | None
+) -> PushResult:
     from layerhoist.api import copy
 
     options = DestinationOptions(
@@ -237,6 +264,7 @@ async def _run_copy(args: argparse.Namespace, config: PushConfig) -> PushResult:
             progress=progress,
             source_options=source_options,
             platforms=args.platform,
+            journal=journal,
         )
 
 
@@ -248,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
     # What is imported by now lives as long as the process: frozen, it is left out
     # of every later collection instead of traversed by each full one.
     gc.freeze()
-    result = anyio.run(_run_copy, args, config)
+    with _journal(args.state) as journal:
+        result = anyio.run(_run_copy, args, config, journal)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     for image in result.images:

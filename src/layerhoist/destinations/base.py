@@ -106,6 +106,11 @@ class BlobUpload(Protocol):
     #: Bytes per part (the last may be shorter); fixed when the upload starts.
     part_size: int
 
+    @property
+    def session(self) -> str | None:
+        """What a later run resumes this upload by, as it stands after the last part sent
+        (ECR: the upload id; an OCI registry: the upload URL); ``None``: it cannot be resumed."""
+
     def encode(self, first_byte: int, data: bytes) -> Sized:
         """Turn a part's bytes into its request payload; called in a worker thread."""
 
@@ -114,6 +119,31 @@ class BlobUpload(Protocol):
 
     async def commit(self, digest: str) -> None:
         """Finish the upload as ``digest``; the destination already holding it is success."""
+
+
+@dataclass(frozen=True)
+class ResumedUpload:
+    """An upload an earlier run journaled, taken up again by :meth:`Destination.resume_upload`."""
+
+    upload: BlobUpload
+    #: Bytes the session holds, as the destination reports them; ``None`` when it cannot tell
+    #: before a part is sent (ECR's layer API has no status call): the journal's offset is
+    #: tried, and the first part's answer confirms it or raises :class:`ResumeRefused`.
+    acknowledged: int | None
+
+
+class ResumeRefused(Exception):
+    """The first part sent on a resumed upload was refused: the session does not continue
+    where it was tried.
+
+    ``held`` is the bytes the session does hold, for the pipeline to resume from there;
+    ``None`` when there is nothing to resume (the session expired or is unknown, or holds an
+    offset the transport cannot continue from): the blob starts afresh.
+    """
+
+    def __init__(self, message: str, *, held: int | None) -> None:
+        super().__init__(message)
+        self.held = held
 
 
 class Destination(Protocol):
@@ -139,8 +169,21 @@ class Destination(Protocol):
     async def missing_blobs(self, digests: Iterable[str]) -> set[str]:
         """The ``digests`` the repository does not hold yet."""
 
-    async def start_upload(self, descriptor: Descriptor) -> BlobUpload:
-        """Begin uploading the blob ``descriptor`` describes."""
+    async def start_upload(self, descriptor: Descriptor, *, resumable: bool = False) -> BlobUpload:
+        """Begin uploading the blob ``descriptor`` describes.
+
+        ``resumable`` asks for an upload a later run can resume (one with a
+        :attr:`~BlobUpload.session`), where the transport has one that costs more requests.
+        """
+
+    async def resume_upload(
+        self, descriptor: Descriptor, *, session: str, part_size: int
+    ) -> ResumedUpload | None:
+        """Take up the upload ``session`` an earlier run journaled, in parts of ``part_size``.
+
+        ``None`` when it cannot be resumed: the session expired or is unknown, is not one of
+        this destination's, or the transport cannot resume at all. The blob then starts afresh.
+        """
 
     async def put_manifest(self, manifest: Manifest, *, tag: str | None) -> None:
         """Store ``manifest`` byte for byte, tagged when ``tag`` is given; already there is fine."""

@@ -4,6 +4,7 @@
 
     blob_exists     HEAD /v2/<name>/blobs/<digest>                      200 there, 404 not
     open_upload     POST /v2/<name>/blobs/uploads/[?mount=D&from=R]     202 session, 201 mounted
+    upload_status   GET <location>                                      204 Range: 0-N
     patch_chunk     PATCH <location>  Content-Range: first-last         202 (201 on ECR)
     put_blob        PUT <location>?digest=D  [body: bytes or a stream]  201
     put_manifest    PUT /v2/<name>/manifests/<tag|digest>               201
@@ -37,6 +38,8 @@ BLOB_ABSENT = 404
 #: A POST that mounted the blob (201) or opened an upload session (202).
 CREATED = 201
 ACCEPTED = 202
+#: The answer of an upload session's status GET.
+NO_CONTENT = 204
 
 
 def push_scope(repository: str) -> str:
@@ -131,6 +134,38 @@ async def open_upload(
             return Opened(None, mounted=True)
         location = response.headers.get("Location")
         return Opened(resolve_location(response.url, location, where=where), mounted=False)
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    """Where an upload session stands: its next ``location`` and the bytes it holds."""
+
+    location: URL
+    #: Bytes the registry holds; ``None`` when its ``Range`` is missing or unreadable.
+    received: int | None
+
+
+async def upload_status(
+    client: RegistryClient, repository: str, location: URL, *, where: str
+) -> UploadStatus:
+    """GET an upload session (a journaled one, to resume it): 204 with ``Range: 0-N``.
+
+    distribution writes ``0-0`` for an empty session as for a one-byte one: it is read as
+    empty, the side where a wrong guess costs a refused chunk rather than a lost byte.
+    """
+    async with await client.send(
+        "GET", location, scope=push_scope(repository), what=where, expect=(NO_CONTENT,)
+    ) as response:
+        end = parse_range_end(response.headers.get("Range"))
+        next_location = response.headers.get("Location")
+        return UploadStatus(
+            location=(
+                resolve_location(response.url, next_location, where=where)
+                if next_location
+                else location
+            ),
+            received=None if end is None else (end + 1 if end > 0 else 0),
+        )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,9 @@ and the other way round. ::
 Blob bodies are streamed to disk piece by piece (``oci_stream_piece`` bytes held per
 request, from the same body budget as the JSON API); a manifest body is read whole under
 the 4 MiB manifest limit. A PATCH is one part of its upload whatever it is written in, so
-the ECR flavors' minimum part size applies per PATCH, as on ECR.
+the ECR flavors' minimum part size applies per PATCH, as on ECR, and a PATCH whose body
+breaks off adds nothing to the upload there (an UploadLayerPart that never completed), while
+the distribution flavor keeps the bytes that arrived, as distribution does.
 """
 
 from __future__ import annotations
@@ -245,7 +247,15 @@ class OciPush:
             await self._store.append(upload, stored, new_part=first)
             self._store.touch(upload, now=self._clock())
 
-        received = await self._stream_body(request, sink)
+        # ECR's PATCH is an UploadLayerPart: a body that breaks off leaves nothing behind,
+        # where distribution keeps what arrived.
+        mark = self._store.mark(upload) if self._ecr_like else None
+        try:
+            received = await self._stream_body(request, sink)
+        except BaseException:
+            if mark is not None:
+                self._store.rewind(upload, mark)
+            raise
         if received:
             self._stats.parts_received += 1
             self._stats.part_bytes_received += received

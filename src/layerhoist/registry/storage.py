@@ -88,6 +88,16 @@ class Upload:
         return f"{DIGEST_ALGORITHM}:{self.hasher.hexdigest()}"
 
 
+@dataclass(frozen=True)
+class UploadMark:
+    """Where an upload stood before a part: :meth:`BlobStore.rewind` goes back there."""
+
+    size: int
+    tail: bytes
+    part_sizes: tuple[int, ...]
+    hasher: hashlib._Hash
+
+
 def _write_all(write: Writer, fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
@@ -250,6 +260,26 @@ class BlobStore:
             upload.part_sizes.append(len(data))
         else:
             upload.part_sizes[-1] += len(data)
+
+    def mark(self, upload: Upload) -> UploadMark:
+        """Where ``upload`` stands now, to :meth:`rewind` to if its next part breaks off."""
+        return UploadMark(
+            size=upload.size,
+            tail=upload.tail,
+            part_sizes=tuple(upload.part_sizes),
+            hasher=upload.hasher.copy(),
+        )
+
+    def rewind(self, upload: Upload, mark: UploadMark) -> None:
+        """Drop what ``upload`` received since ``mark``; the caller holds ``upload.lock``.
+
+        Bytes written past the mark stay in the file until the next part overwrites them or
+        completion truncates it to the upload's size.
+        """
+        upload.size = mark.size
+        upload.tail = mark.tail
+        upload.part_sizes[:] = mark.part_sizes
+        upload.hasher = mark.hasher.copy()
 
     def _append(self, upload: Upload, data: bytes) -> None:
         # Runs in a worker thread: hashlib and file writes release the GIL on large

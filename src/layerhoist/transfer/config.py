@@ -72,6 +72,12 @@ class PushConfig:
     backoff_base: float = 2.0
     #: Ceiling of one backoff delay.
     backoff_max: float = 20.0
+    #: With an upload journal (``--state``), blobs at least this large are uploaded so that a
+    #: killed run's successor resumes them, and journaled part by part; smaller ones are sent
+    #: again whole, which costs less than what resuming them would save. The layer API resumes
+    #: any upload at no extra request; an OCI registry cannot resume a streamed PUT, so these
+    #: blobs go to it as PATCH chunks of the part size instead, one request per part.
+    resume_min_size: int = 32 * MiB
     #: Client-side pacing per operation, with token buckets at the destination's published
     #: quotas that halve when the service throttles anyway: ``"published"`` always,
     #: ``"off"`` never, ``"auto"`` when the endpoint is AWS's own (the published quotas
@@ -91,6 +97,7 @@ class PushConfig:
             "part_attempts": self.part_attempts,
             "layer_attempts": self.layer_attempts,
             "max_connections": self.max_connections,
+            "resume_min_size": self.resume_min_size,
         }
         for name, value in positive.items():
             if value <= 0:

@@ -9,6 +9,11 @@ after: only the payload waits for the wire.
 
 :class:`PartReader` reads ahead: while part *n* is being uploaded, part *n+1* is
 read and hashed in a worker thread, so the network and the CPU overlap.
+
+A resumed upload reads the blob from its first byte all the same (the sha256 covers every
+byte, and each part's xxh3 must match the journal's), but the parts the destination holds
+already are not encoded: they come out marked :attr:`Part.acknowledged`, with no payload, and
+a part the destination holds in part comes out as its tail only.
 """
 
 from __future__ import annotations
@@ -35,7 +40,12 @@ PartEncoder = Callable[[int, bytes], Sized]
 
 @dataclass(slots=True)
 class Part:
-    """One part of a blob, ready to send: where it sits in the blob and its payload."""
+    """One part of a blob, ready to send: where it sits in the blob and its payload.
+
+    ``first_byte`` and ``size`` are the bytes to send; a resumed upload's part the destination
+    holds in part starts at the first byte it lacks (its tail), while ``index`` and ``xxh3``
+    are always the whole part's, cut every ``part_size`` bytes.
+    """
 
     index: int
     first_byte: int
@@ -45,6 +55,8 @@ class Part:
     payload: Sized
     #: Memory held for this part; released once its upload is answered.
     lease: Lease
+    #: The destination holds this part already (a resumed upload): nothing to send.
+    acknowledged: bool = False
 
     def release(self) -> None:
         """Drop the payload and give its memory back to the budget (idempotent)."""
@@ -56,12 +68,24 @@ class Part:
         """Inclusive offset of the part's last byte (ECR ranges are inclusive)."""
         return self.first_byte + self.size - 1
 
+    @property
+    def end(self) -> int:
+        """Offset just past the part's last byte: what the destination holds once it is sent."""
+        return self.first_byte + self.size
+
 
 def _digest_part(
-    sha256: hashlib._Hash, data: bytes, first_byte: int, encode: PartEncoder
+    sha256: hashlib._Hash, data: bytes, first_byte: int, encode: PartEncoder, held: int
 ) -> tuple[int, Sized]:
+    """Hash ``data`` (the part at ``first_byte``); encode what the destination lacks of it,
+    all but its first ``held`` bytes (nothing when it holds all of them)."""
     sha256.update(data)
-    return xxhash.xxh3_64_intdigest(data), encode(first_byte, data)
+    fingerprint = xxhash.xxh3_64_intdigest(data)
+    if not held:
+        return fingerprint, encode(first_byte, data)
+    if held >= len(data):
+        return fingerprint, ()
+    return fingerprint, encode(first_byte + held, data[held:])
 
 
 class PartReader:
@@ -76,6 +100,9 @@ class PartReader:
     ``expected_fingerprints`` are the xxh3 values of an earlier read of the same blob:
     a part that hashes differently means the source changed underneath us, which is
     fatal (:class:`SourceChangedError`) rather than something to retry forever.
+
+    ``acknowledged`` is how many bytes from the start the destination already holds (a
+    resumed upload): those are read and hashed but not encoded (see :class:`Part`).
     """
 
     def __init__(
@@ -91,8 +118,10 @@ class PartReader:
         read_ahead: int,
         thread_threshold: int,
         expected_fingerprints: Sequence[int] = (),
+        acknowledged: int = 0,
     ) -> None:
         self._chunks = chunks
+        self._acknowledged = acknowledged
         self._expected_digest = digest
         self._expected_size = size
         self._part_size = part_size
@@ -189,25 +218,28 @@ class PartReader:
         )
 
     async def _make_part(self, index: int, data: bytes, lease: Lease) -> Part:
+        held = min(len(data), max(0, self._acknowledged - self.size))
         if len(data) >= self._thread_threshold:
             fingerprint, payload = await anyio.to_thread.run_sync(
-                _digest_part, self._sha256, data, self.size, self._encode
+                _digest_part, self._sha256, data, self.size, self._encode, held
             )
         else:
-            fingerprint, payload = _digest_part(self._sha256, data, self.size, self._encode)
+            fingerprint, payload = _digest_part(self._sha256, data, self.size, self._encode, held)
         if index < len(self._expected) and self._expected[index] != fingerprint:
             raise SourceChangedError(
                 f"{self._expected_digest}: part {index + 1} read differently than on the "
                 "previous attempt; the source changed while it was being pushed",
                 digest=self._expected_digest,
             )
+        acknowledged = 0 < len(data) == held
         part = Part(
             index=index,
-            first_byte=self.size,
-            size=len(data),
+            first_byte=self.size if acknowledged else self.size + held,
+            size=len(data) if acknowledged else len(data) - held,
             xxh3=fingerprint,
             payload=payload,
             lease=lease,
+            acknowledged=acknowledged,
         )
         self.size += len(data)
         self.fingerprints.append(fingerprint)

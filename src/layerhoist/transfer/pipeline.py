@@ -21,6 +21,12 @@ destination's own error table, registered with the retry layer.
   it, and only them.
 - An image is put only after every blob it references has landed and verified;
   children of an index first, the tag last. Nothing is ever tagged half-pushed.
+- With an :class:`~layerhoist.transfer.journal.UploadJournal`, large blobs are uploaded
+  resumably and journaled part by part. A blob a killed run left journaled is first resumed:
+  the destination takes the session up again, the blob is read from its first byte (every
+  part hashed as journaled, the whole blob to its digest) and only what the destination lacks
+  is sent. A session gone, a prefix that reads differently or an offset the destination cannot
+  continue from starts the blob afresh.
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ from typing import Protocol, TypeVar
 
 import anyio
 
-from layerhoist.destinations.base import BlobUpload, Destination
-from layerhoist.errors import LayerhoistError
+from layerhoist.destinations.base import BlobUpload, Destination, ResumeRefused
+from layerhoist.errors import LayerhoistError, SourceChangedError
 from layerhoist.image import Descriptor, Image
 from layerhoist.sources import Source
 from layerhoist.transfer.budget import ByteBudget
 from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.journal import JournaledPart, JournalEntry, UploadJournal, xxh3_hex
 from layerhoist.transfer.parts import PartReader
 from layerhoist.transfer.report import BlobOutcome, ImageOutcome, PushResult
 from layerhoist.transfer.requeue import Scheduler
@@ -48,6 +55,10 @@ from layerhoist.transfer.retry import retry_call as _retry_call
 from layerhoist.transfer.verdicts import Action, Classifier, to_user_error
 
 R = TypeVar("R")
+
+#: Passes over a resumed blob: from the offset first tried, then once more from the one the
+#: destination named instead; past that the blob starts afresh.
+RESUME_PASSES = 2
 
 
 class ProgressSink(Protocol):
@@ -83,7 +94,8 @@ class Pipeline:
     """Pushes the images of one source into one destination repository.
 
     ``clock``, ``sleep`` and ``rng`` decide every backoff: tests pass fakes to run retries
-    on a fake clock with a seeded generator.
+    on a fake clock with a seeded generator. ``journal`` records resumable uploads so that a
+    later run over the same destination resumes them (the module docstring).
     """
 
     def __init__(
@@ -96,8 +108,13 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: random.Random | None = None,
+        journal: UploadJournal | None = None,
     ) -> None:
         self._source = source
+        self._journal = journal
+        #: Uploads an earlier run journaled, by digest; each is tried once, on its blob's
+        #: first attempt.
+        self._resumable: dict[str, JournalEntry] = {}
         self._destination = destination
         self._config = config
         self._progress = progress
@@ -167,6 +184,13 @@ class Pipeline:
         missing = await self.retry(
             lambda: self._destination.missing_blobs(self._blobs), subject="layer availability"
         )
+        if self._journal is not None:
+            pending = self._journal.pending(self._destination.description)
+            for digest, entry in pending.items():
+                if digest in missing:
+                    self._resumable[digest] = entry
+                elif digest in self._blobs:
+                    self._journal.forget(self._destination.description, digest)
         # Most shared first (more images become ready early), then largest first
         # (the long uploads start before the short ones fill the pool).
         order = sorted(
@@ -245,13 +269,86 @@ class Pipeline:
     async def _upload_blob(self, blob: _Blob) -> None:
         descriptor = blob.descriptor
         digest = descriptor.digest
+        entry = self._resumable.pop(digest, None)
+        if entry is not None and await self._resume(blob, entry):
+            return
+        journal = self._journal
+        resumable = journal is not None and descriptor.size >= self._config.resume_min_size
+        upload: BlobUpload = await self.retry(
+            lambda: self._destination.start_upload(descriptor, resumable=resumable),
+            subject=digest,
+        )
+        session = upload.session
+        journal_from: int | None = None
+        if journal is not None and resumable and session is not None:
+            journal.started(
+                self._destination.description, digest, session=session, part_size=upload.part_size
+            )
+            journal_from = 0
+        expected = blob.fingerprints if blob.fingerprint_part_size == upload.part_size else []
+        await self._send(blob, upload, expected=expected, journal_from=journal_from)
+
+    async def _resume(self, blob: _Blob, entry: JournalEntry) -> bool:
+        """Go on with the upload ``entry`` journaled; ``False``: start the blob afresh."""
+        journal = self._journal
+        assert journal is not None  # entries come from it
+        descriptor = blob.descriptor
+        digest = descriptor.digest
+        where = self._destination.description
+        resumed = await self.retry(
+            lambda: self._destination.resume_upload(
+                descriptor, session=entry.latest_session, part_size=entry.part_size
+            ),
+            subject=digest,
+        )
+        if resumed is None:
+            return False
+        held = entry.acknowledged if resumed.acknowledged is None else resumed.acknowledged
+        for _ in range(RESUME_PASSES):
+            if held > descriptor.size:
+                break
+            # Parts past what the destination holds are journaled again as they land.
+            kept = min(len(entry.parts), held // entry.part_size)
+            if kept < len(entry.parts):
+                journal.truncate(where, digest, parts=kept)
+            try:
+                await self._send(
+                    blob, resumed.upload, expected=entry.fingerprints, held=held, journal_from=kept
+                )
+            except ResumeRefused as refused:
+                if refused.held is None:
+                    break
+                held = refused.held
+            except SourceChangedError:
+                # The source no longer reads as the journal says: what the destination holds
+                # is not this blob's prefix.
+                break
+            else:
+                return True
+        # The fresh upload's journal entry replaces this one.
+        return False
+
+    async def _send(
+        self,
+        blob: _Blob,
+        upload: BlobUpload,
+        *,
+        expected: Sequence[int],
+        held: int = 0,
+        journal_from: int | None,
+    ) -> None:
+        """Read the blob through ``upload`` and commit it.
+
+        The first ``held`` bytes the destination holds already and are read, not sent.
+        ``journal_from`` is the first part to journal as acknowledged (``None``: none).
+        """
+        descriptor = blob.descriptor
+        digest = descriptor.digest
+        where = self._destination.description
+        journal = self._journal if journal_from is not None else None
         if self._progress is not None:
             self._progress.blob_started(digest, descriptor.size)
-        upload: BlobUpload = await self.retry(
-            lambda: self._destination.start_upload(descriptor), subject=digest
-        )
         part_size = upload.part_size
-        expected = blob.fingerprints if blob.fingerprint_part_size == part_size else []
         reader = PartReader(
             self._source.blob_chunks(descriptor, chunk_size=part_size),
             digest=digest,
@@ -263,25 +360,50 @@ class Pipeline:
             read_ahead=self._config.read_ahead_parts,
             thread_threshold=self._config.thread_hash_threshold,
             expected_fingerprints=expected,
+            acknowledged=held,
         )
+        done = 0
         async with reader:
             async for part in reader.parts():
                 try:
-                    await self.retry(
-                        lambda part=part: upload.send_part(part),  # type: ignore[misc]
-                        subject=digest,
-                    )
+                    if not part.acknowledged:
+                        await self.retry(
+                            lambda part=part: upload.send_part(part),  # type: ignore[misc]
+                            subject=digest,
+                        )
                 finally:
                     part.release()
-                blob.outcome.bytes_sent += part.size
+                if journal is not None and journal_from is not None and part.index >= journal_from:
+                    self._journal_part(journal, digest, upload, part.index, part.end, part.xxh3)
+                if not part.acknowledged:
+                    blob.outcome.bytes_sent += part.size
                 if self._progress is not None:
-                    self._progress.bytes_sent(digest, part.size)
+                    self._progress.bytes_sent(digest, part.end - done)
+                done = part.end
         blob.fingerprints = reader.fingerprints
         blob.fingerprint_part_size = part_size
         # The destination would recompute the digest and refuse the blob anyway;
         # checking first names the corrupt source blob instead of retrying it.
         reader.verify()
         await self.retry(lambda: upload.commit(digest), subject=digest)
+        blob.outcome.bytes_resumed = min(held, descriptor.size)
+        if journal is not None:
+            journal.forget(where, digest)
+
+    def _journal_part(
+        self,
+        journal: UploadJournal,
+        digest: str,
+        upload: BlobUpload,
+        index: int,
+        end: int,
+        fingerprint: int,
+    ) -> None:
+        session = upload.session
+        if session is None:
+            return
+        part = JournaledPart(index=index, end=end, xxh3=xxh3_hex(fingerprint), session=session)
+        journal.acknowledged(self._destination.description, digest, part)
 
     async def _push_image(self, image: Image, tag: str | None, outcome: ImageOutcome) -> None:
         descriptors = image.blobs()

@@ -29,6 +29,8 @@ class BlobOutcome:
     attempts: int = 0
     #: Layer bytes sent, retries included.
     bytes_sent: int = 0
+    #: Layer bytes not sent again: a resumed upload's destination held them from a killed run.
+    bytes_resumed: int = 0
     seconds: float = 0.0
     error: str | None = None
 
@@ -82,6 +84,11 @@ class PushResult:
         """Layer bytes sent over the wire, retries included."""
         return sum(blob.bytes_sent for blob in self.blobs)
 
+    @property
+    def bytes_resumed(self) -> int:
+        """Layer bytes not sent again because resumed uploads' destinations held them."""
+        return sum(blob.bytes_resumed for blob in self.blobs)
+
     def retry_causes(self) -> dict[str, int]:
         """How many retries each cause (service error code or network error) led to."""
         return dict(Counter(event.cause for event in self.retries))
@@ -101,9 +108,12 @@ class PushResult:
         retries = f"{len(self.retries)} retries" + (f" ({causes})" if causes else "")
         if self.longest_retry_seconds >= 1:
             retries += f", failing for up to {self.longest_retry_seconds:.0f}s"
+        resumed = (
+            f" ({format_bytes(self.bytes_resumed)} more resumed)" if self.bytes_resumed else ""
+        )
         line = (
             f"{pushed}/{len(self.images)} images pushed, {uploaded} blobs uploaded, "
-            f"{present} already present, {format_bytes(self.bytes_uploaded)} in "
+            f"{present} already present, {format_bytes(self.bytes_uploaded)}{resumed} in "
             f"{self.seconds:.1f}s ({format_bytes(rate)}/s), {retries}"
         )
         return "".join([line, *self._source_notes()])
@@ -133,6 +143,7 @@ class PushResult:
             "destination": self.destination,
             "seconds": round(self.seconds, 3),
             "bytes_uploaded": self.bytes_uploaded,
+            "bytes_resumed": self.bytes_resumed,
             "memory_peak": self.memory_peak,
             "requests": self.requests,
             "source_streams": {

@@ -27,7 +27,12 @@ from botocore import xform_name
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, NoRegionError
 
-from layerhoist.destinations.base import DestinationOptions, PartLimits
+from layerhoist.destinations.base import (
+    DestinationOptions,
+    PartLimits,
+    ResumedUpload,
+    ResumeRefused,
+)
 from layerhoist.destinations.ecr.body import PartBody, PartSplicer, part_encoder, send_in_slices
 from layerhoist.destinations.ecr.errors import EcrErrors, classify, error_code
 from layerhoist.destinations.ecr.limits import (
@@ -35,6 +40,7 @@ from layerhoist.destinations.ecr.limits import (
     MAX_DIGESTS_PER_CHECK,
     PART_LIMITS,
     PUBLISHED_QUOTAS,
+    UPLOAD_ID_PATTERN,
     api_region,
 )
 from layerhoist.errors import UsageError
@@ -200,8 +206,14 @@ class EcrDestination:
             missing.update(d for d in batch if d not in available)
         return missing
 
-    async def start_upload(self, descriptor: Descriptor) -> EcrBlobUpload:
-        """InitiateLayerUpload; the part size follows the service's ``partSize``."""
+    async def start_upload(
+        self, descriptor: Descriptor, *, resumable: bool = False
+    ) -> EcrBlobUpload:
+        """InitiateLayerUpload; the part size follows the service's ``partSize``.
+
+        Every upload of the layer API can be resumed by its id, so ``resumable`` changes
+        nothing.
+        """
         response = await self.call("InitiateLayerUpload", repositoryName=self.ref.repository)
         offered = response.get("partSize")
         return EcrBlobUpload(
@@ -211,6 +223,23 @@ class EcrDestination:
                 self._config, offered=int(offered) if offered else None
             ),
         )
+
+    async def resume_upload(
+        self, descriptor: Descriptor, *, session: str, part_size: int
+    ) -> ResumedUpload | None:
+        """Take up upload id ``session`` again, without a request: the layer API has no status
+        call, so the first part's answer says whether the upload is still there and where it
+        stands (:meth:`EcrBlobUpload.send_part`).
+
+        ``None`` for a session that is no upload id, or a part size the service would refuse.
+        """
+        limits = self.limits
+        if UPLOAD_ID_PATTERN.fullmatch(session) is None or not (
+            limits.min_part_size <= part_size <= limits.max_part_size
+        ):
+            return None
+        upload = EcrBlobUpload(self, upload_id=session, part_size=part_size, resumed=True)
+        return ResumedUpload(upload=upload, acknowledged=None)
 
     def part_encoder(self, upload_id: str) -> Callable[[int, bytes], PartBody]:
         """How parts of ``upload_id`` become UploadLayerPart bodies (see :mod:`.body`)."""
@@ -263,13 +292,31 @@ class EcrDestination:
 
 
 class EcrBlobUpload:
-    """One layer upload: UploadLayerPart in order, then CompleteLayerUpload."""
+    """One layer upload: UploadLayerPart in order, then CompleteLayerUpload.
 
-    def __init__(self, destination: EcrDestination, *, upload_id: str, part_size: int) -> None:
+    A ``resumed`` upload (an id a killed run journaled) is unconfirmed until its first part
+    is answered: a refusal of that part saying the upload is gone, or holds another byte
+    count, is raised as :class:`~layerhoist.destinations.base.ResumeRefused`.
+    """
+
+    def __init__(
+        self,
+        destination: EcrDestination,
+        *,
+        upload_id: str,
+        part_size: int,
+        resumed: bool = False,
+    ) -> None:
         self.upload_id = upload_id
         self.part_size = part_size
         self._destination = destination
         self._encode = destination.part_encoder(upload_id)
+        self._confirmed = not resumed
+
+    @property
+    def session(self) -> str:
+        """The upload id: a later run resumes the upload by it."""
+        return self.upload_id
 
     def encode(self, first_byte: int, data: bytes) -> Sized:
         """The part's whole UploadLayerPart body, with its SigV4 hash."""
@@ -280,12 +327,28 @@ class EcrBlobUpload:
         try:
             await self._destination.upload_part(self.upload_id, part)
         except ClientError as exc:
-            # The first attempt's answer was lost but its bytes landed: the service refuses
-            # the repeat as out of order, naming the last byte it holds.
+            # The first attempt's answer was lost but its bytes landed (or, resumed, a killed
+            # run sent the part and died before journaling it): the service refuses the
+            # repeat as out of order, naming the last byte it holds.
+            code = error_code(exc)
             landed = exc.response.get("lastValidByteReceived")
-            if error_code(exc) == "InvalidLayerPartException" and landed == part.last_byte:
+            if code == "InvalidLayerPartException" and landed == part.last_byte:
+                self._confirmed = True
                 return
+            if not self._confirmed and code in _RESUME_REFUSALS:
+                raise self._refused(code, landed) from exc
             raise
+        self._confirmed = True
+
+    def _refused(self, code: str, landed: object) -> ResumeRefused:
+        """Why the resumed upload does not go on from the part just refused."""
+        message = f"upload {self.upload_id}: {code}"
+        if code != "InvalidLayerPartException" or not isinstance(landed, int):
+            return ResumeRefused(message, held=None)
+        held = landed + 1
+        # The service keeps whole parts: an offset between two of them cannot be continued
+        # without a part shorter than the service's minimum.
+        return ResumeRefused(message, held=held if held % self.part_size == 0 else None)
 
     async def commit(self, digest: str) -> None:
         """CompleteLayerUpload as ``digest``; the layer being there already is success."""
@@ -302,6 +365,11 @@ def paces(config: PushConfig, options: DestinationOptions) -> bool:
         return True
     host = urlsplit(endpoint).hostname or ""
     return host.endswith(AWS_DOMAINS)
+
+
+#: The refusals of a resumed upload's first part that end the resume: the id is gone, or the
+#: upload holds another byte count than the journal says.
+_RESUME_REFUSALS = frozenset({"UploadNotFoundException", "InvalidLayerPartException"})
 
 
 def user_agent() -> str:

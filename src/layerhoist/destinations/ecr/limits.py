@@ -5,6 +5,7 @@ Where the AWS documentation disagrees with itself, the stricter value is the def
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -27,6 +28,11 @@ PART_LIMITS = PartLimits(
     max_part_size=MAX_PART_SIZE,
     preferred_max_part_size=PREFERRED_MAX_PART_SIZE,
     payload_expansion=BASE64_EXPANSION,
+)
+#: An upload id as the API model writes it (a UUID): a journaled session of another form is
+#: not one of this API's uploads.
+UPLOAD_ID_PATTERN = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 #: BatchCheckLayerAvailability takes at most this many digests per call.
 MAX_DIGESTS_PER_CHECK = 100

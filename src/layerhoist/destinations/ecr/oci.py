@@ -34,7 +34,7 @@ from typing import Any, Self, TypeVar
 
 from yarl import URL
 
-from layerhoist.destinations.base import DestinationOptions, PartLimits
+from layerhoist.destinations.base import DestinationOptions, PartLimits, ResumedUpload
 from layerhoist.destinations.ecr.destination import EcrDestination
 from layerhoist.destinations.ecr.limits import MIN_CHUNK_SIZE, OCI_STEP_QUOTAS
 from layerhoist.destinations.ecr.oci_errors import EcrOciErrors, is_missing_repository
@@ -215,8 +215,12 @@ class EcrOciDestination:
         """BatchCheckLayerAvailability: one call per 100 digests, not a HEAD per blob."""
         return await self.api.missing_blobs(digests)
 
-    async def start_upload(self, descriptor: Descriptor) -> Upload:
-        """POST a session; a missing repository is created first when ``--create-repo``."""
+    async def start_upload(self, descriptor: Descriptor, *, resumable: bool = False) -> Upload:
+        """POST a session; a missing repository is created first when ``--create-repo``.
+
+        ``resumable`` goes as PATCH chunks (see :meth:`RegistryDestination.start_upload`) when
+        the part size is one ECR takes as a chunk; a smaller one keeps the streamed PUT.
+        """
         if descriptor.size == 0:
             raise DestinationError(
                 f"{self.description}: blob {short_digest(descriptor.digest)} is empty, and "
@@ -224,7 +228,26 @@ class EcrOciDestination:
                 code="EmptyBlob",
                 hint="push this image with --transport api",
             )
-        return await self._creating(lambda: self.registry.start_upload(descriptor))
+        chunks = resumable and self.registry.part_size >= MIN_CHUNK_SIZE
+        return await self._creating(
+            lambda: self.registry.start_upload(descriptor, resumable=chunks)
+        )
+
+    async def resume_upload(
+        self, descriptor: Descriptor, *, session: str, part_size: int
+    ) -> ResumedUpload | None:
+        """The ``/v2/`` session, if ECR still knows it, continued from the journal's offset.
+
+        ECR's ``Range`` can stop advancing though every chunk was stored
+        (aws/containers-roadmap#2831), so it is not trusted: the first PATCH's answer confirms
+        where the session stands, as the layer API's first part does.
+        """
+        if part_size < MIN_CHUNK_SIZE:
+            return None
+        resumed = await self.registry.resume_upload(
+            descriptor, session=session, part_size=part_size
+        )
+        return None if resumed is None else ResumedUpload(upload=resumed.upload, acknowledged=None)
 
     async def put_manifest(self, manifest: Manifest, *, tag: str | None) -> None:
         """PUT the manifest (PutImage's quota), by ``tag`` when given, else by digest."""

@@ -121,6 +121,11 @@ class LayoutBlobUpload:
         """
         self._fd = create(self._temporary)
 
+    @property
+    def session(self) -> None:
+        """No resume: the temporary file is discarded when the run ends."""
+        return None
+
     def encode(self, first_byte: int, data: bytes) -> Sized:
         """The part's bytes themselves: a file takes them raw (no copy, no payload cost)."""
         return data
@@ -245,8 +250,13 @@ class OciLayoutDestination:
     def _missing(self, digests: list[str]) -> set[str]:
         return {digest for digest in digests if not self._blob_path(digest).is_file()}
 
-    async def start_upload(self, descriptor: Descriptor) -> LayoutBlobUpload:
-        """Open a temporary file for the blob; an earlier upload of it is removed first."""
+    async def start_upload(
+        self, descriptor: Descriptor, *, resumable: bool = False
+    ) -> LayoutBlobUpload:
+        """Open a temporary file for the blob; an earlier upload of it is removed first.
+
+        Never resumable (see :meth:`resume_upload`), whatever ``resumable`` asks.
+        """
         digest = descriptor.digest
         final = self._blob_path(digest)
         previous = self._uploads.pop(digest, None)
@@ -264,6 +274,11 @@ class OciLayoutDestination:
         self._uploads[digest] = upload
         await _timed(self.metrics, "StartUpload", upload.open)
         return upload
+
+    async def resume_upload(self, descriptor: Descriptor, *, session: str, part_size: int) -> None:
+        """No resume into a layout: a blob's temporary file is discarded when its run ends, and
+        a local write of the blob again costs no more than re-reading it to check the prefix."""
+        return None
 
     async def put_manifest(self, manifest: Manifest, *, tag: str | None) -> None:
         """Write the manifest blob (bytes as they are) and, with ``tag``, tag it in index.json."""

@@ -10,7 +10,10 @@
   mount opens an ordinary session, kept for that blob's upload;
 - :meth:`~RegistryDestination.start_upload` opens a session (POST) and returns a
   :class:`~.upload.StreamedUpload` or a :class:`~.upload.ChunkedUpload`, as
-  :class:`~.limits.RegistryUploadSettings` say;
+  :class:`~.limits.RegistryUploadSettings` say; an upload asked to be resumable goes as
+  chunks whatever they say, since a streamed body cannot be resumed where it broke;
+- :meth:`~RegistryDestination.resume_upload` GETs a session a killed run journaled and goes
+  on from the bytes its ``Range`` says it holds, as chunks;
 - :meth:`~RegistryDestination.put_manifest` PUTs the manifest's bytes with its media type,
   by digest, or by tag for the tagged one (the pipeline puts children first, the tag last).
 
@@ -29,11 +32,12 @@ import anyio
 from anyio.abc import TaskGroup
 from yarl import URL
 
-from layerhoist.destinations.base import DestinationOptions, PartLimits
+from layerhoist.destinations.base import DestinationOptions, PartLimits, ResumedUpload
 from layerhoist.destinations.registry.errors import RegistryDestinationErrors
 from layerhoist.destinations.registry.limits import PART_LIMITS, RegistryUploadSettings
 from layerhoist.destinations.registry.mounts import PROCESS_BLOBS, KnownBlobs
 from layerhoist.destinations.registry.upload import (
+    SESSION_GONE_STATUSES,
     ChunkedUpload,
     RequestPacing,
     StreamedUpload,
@@ -44,7 +48,13 @@ from layerhoist.image import Descriptor, Manifest, short_digest
 from layerhoist.oci.client import ClientSettings, RegistryClient
 from layerhoist.oci.credentials import find_credentials, parse_credentials
 from layerhoist.oci.errors import RegistryResponseError
-from layerhoist.oci.push import blob_exists, open_upload, push_scope, put_manifest
+from layerhoist.oci.push import (
+    blob_exists,
+    open_upload,
+    push_scope,
+    put_manifest,
+    upload_status,
+)
 from layerhoist.refs import DOCKER_HUB, DOCKER_HUB_ENDPOINT, DOCKER_PREFIX, DestinationRef
 from layerhoist.transfer.config import PushConfig
 from layerhoist.transfer.metrics import RequestMetrics
@@ -107,6 +117,11 @@ class RegistryDestination:
         self._uploads: dict[str, Upload] = {}
         # Sessions a mount opened instead of mounting (202), used by the blob's upload.
         self._sessions: dict[str, URL] = {}
+
+    @property
+    def part_size(self) -> int:
+        """Bytes per part of its uploads (per PATCH, when they go as chunks)."""
+        return self._part_size
 
     def target_name(self, tag: str | None) -> str:
         """``docker://HOST/REPO:TAG`` (without a tag: ``docker://HOST/REPO``)."""
@@ -240,12 +255,14 @@ class RegistryDestination:
         self._sessions[digest] = opened.location
         return False
 
-    async def start_upload(self, descriptor: Descriptor) -> Upload:
-        """Open a session (or take the one a declined mount opened) for the blob."""
+    async def start_upload(self, descriptor: Descriptor, *, resumable: bool = False) -> Upload:
+        """Open a session (or take the one a declined mount opened) for the blob.
+
+        ``resumable`` sends it as PATCH chunks of the part size even where the settings ask
+        for one streamed PUT: only an upload acknowledged chunk by chunk can be resumed.
+        """
         digest = descriptor.digest
-        previous = self._uploads.pop(digest, None)
-        if previous is not None:
-            previous.abort()
+        self._abort(digest)
         location = self._sessions.pop(digest, None)
         if location is None:
             where = f"{self.description}: blob {short_digest(digest)}"
@@ -256,7 +273,7 @@ class RegistryDestination:
             assert opened.location is not None  # no mount was asked for
             location = opened.location
         upload: Upload
-        if self.settings.chunk_size is None:
+        if self.settings.chunk_size is None and not resumable:
             assert self._tasks is not None  # set with the client
             upload = StreamedUpload(
                 context=self._context(),
@@ -271,6 +288,53 @@ class RegistryDestination:
             )
         self._uploads[digest] = upload
         return upload
+
+    async def resume_upload(
+        self, descriptor: Descriptor, *, session: str, part_size: int
+    ) -> ResumedUpload | None:
+        """GET the upload URL ``session`` a killed run journaled; go on from the bytes its
+        ``Range`` says the registry holds, as PATCH chunks of ``part_size``.
+
+        ``None`` for a URL that is no upload session of this repository on this registry, a
+        part size out of bounds, or a session the registry no longer knows or refuses to go
+        on with (distribution cancels one whose bytes disagree with its state).
+        """
+        digest = descriptor.digest
+        location = URL(session, encoded=True)
+        limits = self.limits
+        if (
+            not location.is_absolute()
+            or location.raw_authority != self.client.endpoint
+            or not location.raw_path.startswith(f"/v2/{self.repository}/blobs/uploads/")
+            or not limits.min_part_size <= part_size <= limits.max_part_size
+        ):
+            return None
+        where = f"{self.description}: blob {short_digest(digest)} (resumed)"
+        try:
+            status = await self._timed(
+                "UploadStatus",
+                lambda: upload_status(self.client, self.repository, location, where=where),
+            )
+        except RegistryResponseError as exc:
+            if exc.status in SESSION_GONE_STATUSES:
+                return None
+            raise
+        self._abort(digest)
+        upload = ChunkedUpload(
+            context=self._context(),
+            location=status.location,
+            digest=digest,
+            part_size=part_size,
+            resumed=True,
+        )
+        self._uploads[digest] = upload
+        return ResumedUpload(upload=upload, acknowledged=status.received)
+
+    def _abort(self, digest: str) -> None:
+        """End an earlier upload of ``digest`` not committed (a requeue starts a new one)."""
+        previous = self._uploads.pop(digest, None)
+        if previous is not None:
+            previous.abort()
 
     async def put_manifest(self, manifest: Manifest, *, tag: str | None) -> None:
         """PUT the manifest's bytes, by ``tag`` when given, else by its digest."""

@@ -10,7 +10,9 @@ pipeline checked it on its side:
   one part beyond the pipeline's own is held. :meth:`~StreamedUpload.commit` ends the body
   and waits for the answer. An upload never committed (a corrupt source blob, a requeue)
   ends its body with an error, so the registry stores nothing.
-- :class:`ChunkedUpload`: one **PATCH** per part (``Content-Range``), then an empty PUT.
+- :class:`ChunkedUpload`: one **PATCH** per part (``Content-Range``), then an empty PUT. Its
+  :attr:`~ChunkedUpload.session` (the upload URL as the last PATCH left it) lets a killed run's
+  successor resume it; a streamed PUT cannot be resumed mid-body.
 
 A streamed request that failed cannot resend a part: its failure is an
 :class:`~.errors.UploadBroken`, which the error table turns into a fresh upload.
@@ -29,7 +31,7 @@ import anyio
 from anyio.abc import TaskGroup
 from yarl import URL
 
-from layerhoist.destinations.base import WIRE_SLICE
+from layerhoist.destinations.base import WIRE_SLICE, ResumeRefused
 from layerhoist.destinations.registry.errors import UploadBroken
 from layerhoist.image import short_digest
 from layerhoist.oci.client import RegistryClient
@@ -45,6 +47,11 @@ R = TypeVar("R")
 PATCH_CREATED = "patch-answered-201"
 RANGE_STALLED = "range-not-advancing"
 
+
+#: Answers about a journaled session that mean it cannot be continued: unknown (404), refused
+#: (400: distribution cancels a session whose bytes disagree with its state; 416: another
+#: offset), or no status call at all (405).
+SESSION_GONE_STATUSES = frozenset({400, 404, 405, 416})
 
 #: The registry error code of a throttled request (distribution's; 429 says the same).
 THROTTLED_CODE = "TOOMANYREQUESTS"
@@ -220,6 +227,11 @@ class StreamedUpload:
         self._done = anyio.Event()
         self._error: Exception | None = None
 
+    @property
+    def session(self) -> None:
+        """A streamed body cannot be resumed where it broke: no session to journal."""
+        return None
+
     def encode(self, first_byte: int, data: bytes) -> Sized:
         """The part's bytes themselves: they go on the wire raw."""
         return data
@@ -305,10 +317,21 @@ class StreamedUpload:
 
 
 class ChunkedUpload:
-    """One blob as PATCH chunks of ``part_size`` bytes, then an empty ``PUT ?digest=``."""
+    """One blob as PATCH chunks of ``part_size`` bytes, then an empty ``PUT ?digest=``.
+
+    A ``resumed`` upload (a session a killed run journaled) is unconfirmed until its first
+    PATCH is answered: a refusal of that PATCH saying the session is gone or stands elsewhere
+    is raised as :class:`~layerhoist.destinations.base.ResumeRefused`.
+    """
 
     def __init__(
-        self, *, context: UploadContext, location: URL, digest: str, part_size: int
+        self,
+        *,
+        context: UploadContext,
+        location: URL,
+        digest: str,
+        part_size: int,
+        resumed: bool = False,
     ) -> None:
         #: Bytes per part, one PATCH each (the last may be shorter).
         self.part_size = part_size
@@ -316,6 +339,12 @@ class ChunkedUpload:
         self._location = location
         self._digest = digest
         self._landed = False
+        self._confirmed = not resumed
+
+    @property
+    def session(self) -> str:
+        """The upload URL as the last PATCH left it: a later run resumes the upload there."""
+        return str(self._location)
 
     def encode(self, first_byte: int, data: bytes) -> Sized:
         """The part's bytes themselves: a PATCH body is raw."""
@@ -327,17 +356,23 @@ class ChunkedUpload:
         if not data:
             return
         context = self._context
-        patched = await context.timed(
-            "PatchBlob",
-            lambda: patch_chunk(
-                context.client,
-                context.repository,
-                self._location,
-                first_byte=part.first_byte,
-                data=data,
-                where=context.blob_where(self._digest),
-            ),
-        )
+        try:
+            patched = await context.timed(
+                "PatchBlob",
+                lambda: patch_chunk(
+                    context.client,
+                    context.repository,
+                    self._location,
+                    first_byte=part.first_byte,
+                    data=data,
+                    where=context.blob_where(self._digest),
+                ),
+            )
+        except RegistryResponseError as exc:
+            if self._confirmed or exc.status not in SESSION_GONE_STATUSES:
+                raise
+            raise ResumeRefused(str(exc), held=None) from exc
+        self._confirmed = True
         if patched.created:
             context.quirks[PATCH_CREATED] += 1
         last_byte = part.first_byte + len(data) - 1
