@@ -12,7 +12,8 @@ never tags an image whose blobs did not all land). A mapping that cannot start (
 destination refuses) fails its tags. When a registry's pull limit stops pulls, no further
 mapping from that host starts, and its tags say why. Each tag that lands, or that the
 destination was found to hold, is confirmed in the state file at once, so a killed run loses
-nothing it did.
+nothing it did; large uploads are journaled in the same file
+(:class:`~layerhoist.state.journal.StateJournal`), so the next run resumes those it left.
 
 :func:`sync` is the whole command: the state file's lock, the plan, the run. A dry run takes
 no lock and writes nothing: it reads the state file as it is (see
@@ -32,6 +33,7 @@ from layerhoist.destinations.base import DestinationOptions
 from layerhoist.errors import LayerhoistError
 from layerhoist.refs import DestinationRef
 from layerhoist.state import StateFile
+from layerhoist.state.journal import StateJournal
 from layerhoist.state.tags import ConfirmedTags, read_confirmed
 from layerhoist.sync.catalog import mapping_config, run_source
 from layerhoist.sync.model import SyncConfig, SyncMapping
@@ -40,6 +42,7 @@ from layerhoist.sync.records import TagRecord
 from layerhoist.sync.settings import SyncSettings, destination_options, state_key
 from layerhoist.sync.shard import Shard
 from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.journal import UploadJournal
 from layerhoist.transfer.pacing import Pacer
 from layerhoist.transfer.report import ImageOutcome, PushResult
 from layerhoist.transfer.retry import RetryEvent
@@ -69,7 +72,9 @@ async def sync(
     with StateFile(state) as opened:
         confirmed_tags = ConfirmedTags.of(opened)
         records = await make_plan(config, settings, confirmed=confirmed_tags, shard=shard)
-        await run_plan(config, records, settings, confirmed=confirmed_tags)
+        await run_plan(
+            config, records, settings, confirmed=confirmed_tags, journal=StateJournal(opened.db)
+        )
         return records
 
 
@@ -103,9 +108,11 @@ async def run_plan(
     settings: SyncSettings,
     *,
     confirmed: ConfirmedTags,
+    journal: UploadJournal | None = None,
 ) -> None:
     """Copy the records planned ``copy`` (each becomes ``copied`` or ``failed``) and confirm
-    in ``confirmed`` what landed and what the destination was found to hold."""
+    in ``confirmed`` what landed and what the destination was found to hold. With
+    ``journal``, large uploads are journaled, and those a killed run left are resumed."""
     mappings = {mapping.index: mapping for mapping in config.mappings}
     for record in records:
         if record.action == "up-to-date" and record.reason == HELD_BY_DESTINATION:
@@ -122,7 +129,7 @@ async def run_plan(
     for record in records:
         if record.action == "copy":
             copies[record.mapping].append(record)
-    run = _Run(config, settings, confirmed)
+    run = _Run(config, settings, confirmed, journal)
     limiter = anyio.CapacityLimiter(settings.mappings_at_once)
 
     async def copy_one(mapping: SyncMapping, tags: list[TagRecord]) -> None:
@@ -157,9 +164,17 @@ def _fail(record: TagRecord, error: str) -> None:
 
 
 class _Run:
-    """What the mappings of one run share: the pacers, the hosts that stopped pulls, the state."""
+    """What the mappings of one run share: the pacers, the hosts that stopped pulls, the state
+    file's confirmed tags and upload journal."""
 
-    def __init__(self, config: SyncConfig, settings: SyncSettings, confirmed: ConfirmedTags):
+    def __init__(
+        self,
+        config: SyncConfig,
+        settings: SyncSettings,
+        confirmed: ConfirmedTags,
+        journal: UploadJournal | None,
+    ) -> None:
+        self._journal = journal
         self._config = config
         self._settings = settings
         self._confirmed = confirmed
@@ -198,6 +213,7 @@ class _Run:
                 ),
                 platforms=mapping.platforms,
                 pacer=self._pacers.for_destination(mapping.destination, options),
+                journal=self._journal,
             ) as prepared:
                 result = await prepared.run()
                 targets = list(prepared.targets)
