@@ -44,6 +44,8 @@ def rules(
         (rules(include=("1", "dev")), ["dev"]),
         (rules(include=("v.*", "latest")), ["v2.1.0", "latest"]),
         (rules(exclude=(".*-rc.*", "dev")), ["1.0.0", "1.1.0", "2.0.0", "v2.1.0", "latest"]),
+        # Whole-tag match for exclude too: "-rc" is no tag's whole name.
+        (rules(exclude=("-rc", "1", "v")), TAGS),
         (rules(include=("1.*",), exclude=("1.1.0",)), ["1.0.0", "1.2.0-rc1"]),
         (rules(semver=">=1.1"), ["1.1.0", "2.0.0", "v2.1.0"]),
         (rules(semver="<2"), ["1.0.0", "1.1.0"]),
@@ -75,6 +77,10 @@ def test_the_reason_of_each_tag_left_out() -> None:
         TagChoice("v2.1.0"),
         TagChoice("latest", "matches no include pattern"),
         TagChoice("dev", "not a version"),
+    ]
+    assert choose_tags(rules(latest=1), ["dev", "1.0"]) == [
+        TagChoice("dev", "not a version"),
+        TagChoice("1.0"),
     ]
     assert choose_tags(rules(semver="<2"), ["2.0.0"]) == [TagChoice("2.0.0", "outside semver '<2'")]
     assert [choice.taken for choice in choose_tags(None, ["a", "b"])] == [True, True]
