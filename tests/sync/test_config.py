@@ -213,6 +213,9 @@ def test_empty_sections_and_merge_keys(tmp_path: Path) -> None:
           - <<: *base
             from: busybox
             to: ecr:a/busybox
+          - &other {from: ghcr.io/o/x, to: "ecr:a/x", transport: api, create_repositories: true}
+          - <<: [*base, *other]
+            to: ecr:a/y
         """,
     )
     config = load_config(path, environ={})
@@ -224,6 +227,9 @@ def test_empty_sections_and_merge_keys(tmp_path: Path) -> None:
         "ecr:a/busybox",
         "oci",
     )
+    # Of several merged mappings, the earlier one's keys win.
+    fourth = config.mappings[3]
+    assert (fourth.origin, fourth.transport, fourth.create_repositories) == ("alpine", "oci", True)
 
 
 MINIMAL = "mappings: [{from: alpine, to: 'ecr:m/alpine'}]\n"
@@ -509,7 +515,9 @@ BAD_FILES = [
     ),
     pytest.param("mappings: []\n", 1, "mappings", "no mappings: nothing to sync", id="empty-list"),
     pytest.param("mappings:\n", 1, "mappings", "no mappings", id="null-mappings"),
-    pytest.param("defaults: {}\n", 1, "mappings", "no mappings", id="no-mappings-key"),
+    pytest.param(
+        "# nothing to do\ndefaults: {}\n", 2, "mappings", "no mappings", id="no-mappings-key"
+    ),
     pytest.param(
         "mappings:\n  - {from: alpine, to: 'ecr:m/alpine'}\n"
         "  - {from: ghcr.io/o/a, to: 'ecr:x/a'}\n"
@@ -615,7 +623,8 @@ BAD_FILES = [
     ),
     pytest.param(
         "mappings:\n  - from: alpine\n    to: ecr:m/alpine\n    tags: {latest: 0}\n"
-        "  - {from: ghcr.io/org/app, to: 'ecr:m/app', tags: {semver: '~=x'}, pasword: 1}\n",
+        "  - {from: ghcr.io/org/app, to: 'ecr:m/app', tags: {semver: '~=x'}, pasword: 1}\n"
+        "defaults: {transport: ftp}\n",
         4,
         "mappings[0].tags.latest",
         "must be at least 1",
