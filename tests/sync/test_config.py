@@ -4,10 +4,13 @@ overrides, and each way a file can be wrong as one ``FILE:LINE: KEY.PATH: messag
 from __future__ import annotations
 
 import re
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from packaging.specifiers import SpecifierSet
 
 from layerhoist.errors import ConfigError
@@ -237,6 +240,13 @@ MINIMAL = "mappings: [{from: alpine, to: 'ecr:m/alpine'}]\n"
 #: (file, line, key path, what the message says): one case per way a file can be wrong.
 BAD_FILES = [
     pytest.param("a: [1, 2\nb: 3\n", 2, "", "not YAML: ", id="not-yaml"),
+    pytest.param(
+        "mappings:\n  - from: al\x07pine\n",
+        2,
+        "",
+        "not YAML: character U+0007 is not allowed",
+        id="control-character",
+    ),
     pytest.param("- from: alpine\n", 1, "", "the top level must be a mapping", id="top-list"),
     pytest.param("just text\n", 1, "", "the top level must be a mapping", id="top-scalar"),
     pytest.param("", 1, "", "the file is empty", id="empty"),
@@ -685,3 +695,42 @@ def test_a_secret_never_reaches_the_message(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={"U": "u", "P": "p"})
     assert "hunter2-never-shown" not in str(caught.value)
+
+
+_yaml_pieces = st.sampled_from(
+    [
+        "mappings:",
+        "defaults:",
+        "registries:",
+        "  - from: alpine",
+        "    to: ecr:m/alpine",
+        "    tags: {latest: 0}",
+        "  docker.io: {concurrency: x}",
+        "  target: ecr:mirror",
+        "- ",
+        ": ",
+        "&a ",
+        "*a",
+        "<<: ",
+        "[",
+        "{",
+        "'",
+        "\t",
+        "\x07",
+        "!!binary ",
+        "%YAML 1.1",
+        "---",
+    ]
+)
+
+
+@given(st.lists(st.one_of(_yaml_pieces, st.text(max_size=8)), max_size=12))
+def test_any_text_is_a_config_or_one_line(pieces: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "sync.yaml"
+        path.write_text("\n".join(pieces), encoding="utf-8", errors="surrogatepass")
+        try:
+            load_config(path, environ={})
+        except ConfigError as exc:
+            assert "\n" not in str(exc)
+            assert str(exc).startswith(f"{path}:")

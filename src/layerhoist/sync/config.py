@@ -440,6 +440,22 @@ def _read_document(path: Path, lines: _Lines) -> object:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}:{line}: not UTF-8 text") from None
+    try:
+        return _compose(text, path, lines)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "unreadable"
+        raise ConfigError(f"{path}{where}: not YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(
+            f"{path}:{line}: not YAML: character U+{exc.character:04X} is not allowed"
+        ) from None
+
+
+def _compose(text: str, path: Path, lines: _Lines) -> object:
+    """The document in ``text`` as plain Python (PyYAML's errors pass through)."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
@@ -451,12 +467,6 @@ def _read_document(path: Path, lines: _Lines) -> object:
                 f"(defaults, registries, mappings), found {_node_kind(root)}"
             )
         return _plain(root, (), loader=loader, lines=lines, open_nodes=set())
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not YAML: {exc}") from None
     finally:
         loader.dispose()
 
