@@ -97,8 +97,12 @@ SECRET_KEYS = frozenset(
 ALL_PLATFORMS = "all"
 #: Source prefixes that name a transport; anything else is a registry repository.
 _SOURCE_PREFIXES = (DOCKER_PREFIX, OCI_PREFIX, "docker-archive:")
+#: ``NAME:/``: a transport prefix (no registry reference has a ``/`` right after a ``:``).
+_TRANSPORT_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
 #: A key that reads well unquoted in a key path (``tags``, ``create_repositories``).
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+#: The tag PyYAML gives a merge key (``<<``).
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 #: The error type of every problem found by this module's own validators.
 _INVALID = "layerhoist_config"
 
@@ -181,8 +185,10 @@ class _Source(NamedTuple):
 
 def _origin(value: object) -> _Source:
     text = _text(value)
-    # A bare repository (``alpine``, ``ghcr.io/org/app``) is a registry's, as docker reads it.
-    written = text if text.startswith(_SOURCE_PREFIXES) else DOCKER_PREFIX + text
+    # A bare repository (``alpine``, ``ghcr.io/org/app``) is a registry's, as docker reads it;
+    # ``dir:/x`` names a transport, one parse_source refuses by name.
+    named = text.startswith(_SOURCE_PREFIXES) or _TRANSPORT_PREFIX.match(text) is not None
+    written = text if named else DOCKER_PREFIX + text
     try:
         ref = parse_source(written)
     except UsageError as exc:
@@ -372,25 +378,56 @@ def _plain(
                 for index, item in enumerate(node.value)
             ]
         assert isinstance(node, yaml.MappingNode)
-        loader.flatten_mapping(node)  # merge keys (``<<: *defaults``)
         result: dict[object, object] = {}
-        for key_node, value_node in node.value:
-            key_line = key_node.start_mark.line + 1
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise lines.error(path, "a key must be a single value", line=key_line)
-            key = loader.construct_object(key_node, deep=True)
+        for key, (key_node, value_node) in _entries(node, path, loader=loader, lines=lines).items():
             child = (*path, key)
-            if key in result:
-                raise lines.error(
-                    child, f"duplicate key (first on line {lines.line(child)})", line=key_line
-                )
-            lines.lines[child] = key_line
+            lines.lines[child] = key_node.start_mark.line + 1
             result[key] = _plain(
                 value_node, child, loader=loader, lines=lines, open_nodes=open_nodes
             )
         return result
     finally:
         open_nodes.discard(id(node))
+
+
+def _entries(
+    node: yaml.MappingNode,
+    path: KeyPath,
+    *,
+    loader: yaml.SafeLoader,
+    lines: _Lines,
+    merging: frozenset[int] = frozenset(),
+) -> dict[object, tuple[yaml.Node, yaml.Node]]:
+    """The keys of a mapping node and their key and value nodes, merge keys (``<<: *base``)
+    followed: a key written in the mapping wins over a merged one, an earlier merged mapping
+    over a later one, and a key written twice is an error."""
+    merged: dict[object, tuple[yaml.Node, yaml.Node]] = {}
+    written: dict[object, tuple[yaml.Node, yaml.Node]] = {}
+    for key_node, value_node in node.value:
+        key_line = key_node.start_mark.line + 1
+        if key_node.tag == _MERGE_TAG:
+            sources = (
+                value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            )
+            for source in sources:
+                if not isinstance(source, yaml.MappingNode) or id(source) in merging | {id(node)}:
+                    raise lines.error(
+                        path, "a merge key (<<) takes a mapping or a list of them", line=key_line
+                    )
+                inner = _entries(
+                    source, path, loader=loader, lines=lines, merging=merging | {id(node)}
+                )
+                for key, pair in inner.items():
+                    merged.setdefault(key, pair)
+            continue
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise lines.error(path, "a key must be a single value", line=key_line)
+        key = loader.construct_object(key_node, deep=True)
+        if key in written:
+            first = written[key][0].start_mark.line + 1
+            raise lines.error((*path, key), f"duplicate key (first on line {first})", line=key_line)
+        written[key] = (key_node, value_node)
+    return merged | written
 
 
 def _read_document(path: Path, lines: _Lines) -> object:
@@ -403,6 +440,22 @@ def _read_document(path: Path, lines: _Lines) -> object:
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{path}:{line}: not UTF-8 text") from None
+    try:
+        return _compose(text, path, lines)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "unreadable"
+        raise ConfigError(f"{path}{where}: not YAML: {problem}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(
+            f"{path}:{line}: not YAML: character U+{exc.character:04X} is not allowed"
+        ) from None
+
+
+def _compose(text: str, path: Path, lines: _Lines) -> object:
+    """The document in ``text`` as plain Python (PyYAML's errors pass through)."""
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
@@ -414,12 +467,6 @@ def _read_document(path: Path, lines: _Lines) -> object:
                 f"(defaults, registries, mappings), found {_node_kind(root)}"
             )
         return _plain(root, (), loader=loader, lines=lines, open_nodes=set())
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not YAML: {exc.problem or exc.context}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not YAML: {exc}") from None
     finally:
         loader.dispose()
 
@@ -463,6 +510,11 @@ _EXPECTED = {
 }
 
 
+def _bound(number: float) -> str:
+    """A limit as the file would write it: ``0``, not ``0.0``."""
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
 def _problem(error: ErrorDetails) -> tuple[KeyPath, str]:
     """The key path and the message of one of pydantic's errors."""
     path: KeyPath = tuple(error["loc"])
@@ -476,9 +528,9 @@ def _problem(error: ErrorDetails) -> tuple[KeyPath, str]:
     if kind == "missing":
         return path, "missing: this key is required"
     if kind == "greater_than_equal":
-        return path, f"must be at least {context['ge']}, found {_describe(value)}"
+        return path, f"must be at least {_bound(context['ge'])}, found {_describe(value)}"
     if kind == "greater_than":
-        return path, f"must be greater than {context['gt']}, found {_describe(value)}"
+        return path, f"must be greater than {_bound(context['gt'])}, found {_describe(value)}"
     if kind == "string_too_short":
         return path, "must not be empty"
     return path, error["msg"]
@@ -621,7 +673,7 @@ def _destination(
         )
     if target is None:
         raise lines.error(where, "no to: and no defaults.target: say where its tags go")
-    joined = f"{str(target).rstrip('/')}/{source.repository}"
+    joined = f"{target}/{source.repository}"
     try:
         return parse_destination(joined)
     except UsageError as exc:
