@@ -174,9 +174,9 @@ def test_one_indexed_job_of_n_shards_at_a_time() -> None:
 def test_the_command_line_is_one_sync_accepts() -> None:
     arguments = sync_arguments(kubernetes_command(), shard_index=2)
 
-    assert arguments.config == "/etc/layerhoist/sync.yaml"
-    assert arguments.state == "/var/cache/layerhoist/state.sqlite"
-    assert arguments.metrics_file.endswith("-2.prom")
+    assert str(arguments.config) == "/etc/layerhoist/sync.yaml"
+    assert str(arguments.state) == "/var/cache/layerhoist/state.sqlite"
+    assert str(arguments.metrics_file).endswith("-2.prom")
     assert not arguments.dry_run
 
 
