@@ -46,7 +46,9 @@ POLL_SECONDS = 0.05
 GUARD_SECONDS = 600.0
 
 
-async def _stats(endpoint: str) -> dict[str, Any]:
+async def registry_stats(endpoint: str) -> dict[str, Any]:
+    """The embedded registry's counters (``GET /_layerhoist/stats``): requests per operation,
+    errors per code."""
     async with aiohttp.ClientSession() as session, session.get(endpoint + STATS_PATH) as answer:
         stats: dict[str, Any] = await answer.json()
         return stats
@@ -55,7 +57,7 @@ async def _stats(endpoint: str) -> dict[str, Any]:
 async def _uploads_started(endpoint: str) -> None:
     """Return once the registry (another process) has been asked to start a layer upload."""
     while True:
-        if (await _stats(endpoint))["requests"].get("InitiateLayerUpload", 0) > 0:
+        if (await registry_stats(endpoint))["requests"].get("InitiateLayerUpload", 0) > 0:
             return
         await anyio.sleep(POLL_SECONDS)
 
@@ -107,7 +109,7 @@ async def interrupt(layout: Path, workdir: Path) -> dict[str, Any]:
             push.send_signal(signal.SIGINT)
             await push.wait()
             exit_seconds = time.monotonic() - sent
-        stats = await _stats(endpoint)
+        stats = await registry_stats(endpoint)
     return {
         "exit_code": push.returncode,
         "sigint_to_exit_seconds": round(exit_seconds, 2),
