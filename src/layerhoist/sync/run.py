@@ -34,7 +34,7 @@ from layerhoist.errors import LayerhoistError
 from layerhoist.refs import DestinationRef
 from layerhoist.state import StateFile
 from layerhoist.state.journal import StateJournal
-from layerhoist.state.tags import ConfirmedTags, read_confirmed
+from layerhoist.state.tags import ConfirmedTags, platforms_key, read_confirmed
 from layerhoist.sync.catalog import mapping_config, run_source
 from layerhoist.sync.model import SyncConfig, SyncMapping
 from layerhoist.sync.plan import HELD_BY_DESTINATION, make_plan, one_line
@@ -153,8 +153,6 @@ def _state_key(config: SyncConfig, mapping: SyncMapping, settings: SyncSettings)
 
 
 def _platforms(mapping: SyncMapping) -> str:
-    from layerhoist.state.tags import platforms_key
-
     return platforms_key(mapping.platforms)
 
 
