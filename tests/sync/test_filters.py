@@ -44,8 +44,10 @@ def rules(
         (rules(include=("1", "dev")), ["dev"]),
         (rules(include=("v.*", "latest")), ["v2.1.0", "latest"]),
         (rules(exclude=(".*-rc.*", "dev")), ["1.0.0", "1.1.0", "2.0.0", "v2.1.0", "latest"]),
-        # Whole-tag match for exclude too: "-rc" is no tag's whole name.
-        (rules(exclude=("-rc", "1", "v")), TAGS),
+        # Exclude patterns match anywhere in the tag (the "-rc"); anchors make them whole.
+        (rules(exclude=("-rc",)), ["1.0.0", "1.1.0", "2.0.0", "v2.1.0", "latest", "dev"]),
+        (rules(exclude=("^1$", "^v$", "^lat$")), TAGS),
+        (rules(exclude=("^v",)), ["1.0.0", "1.1.0", "1.2.0-rc1", "2.0.0", "latest", "dev"]),
         (rules(include=("1.*",), exclude=("1.1.0",)), ["1.0.0", "1.2.0-rc1"]),
         (rules(semver=">=1.1"), ["1.1.0", "2.0.0", "v2.1.0"]),
         (rules(semver="<2"), ["1.0.0", "1.1.0"]),
@@ -139,7 +141,7 @@ def test_the_result_is_the_source_tags_in_their_order(tag_rules: TagRules, tags:
 @given(_rules, _tags)
 def test_exclude_wins_and_include_is_required(tag_rules: TagRules, tags: list[str]) -> None:
     for tag in select_tags(tag_rules, tags):
-        assert not any(pattern.fullmatch(tag) for pattern in tag_rules.exclude)
+        assert not any(pattern.search(tag) for pattern in tag_rules.exclude)
         if tag_rules.include:
             assert any(pattern.fullmatch(tag) for pattern in tag_rules.include)
 

@@ -4,7 +4,9 @@ The rules apply in this order:
 
 1. ``include``: a tag matching one of the patterns (all tags when there are none), matched
    against the whole tag (:func:`re.fullmatch`);
-2. ``exclude``: minus the tags matching any of these (exclude wins over include);
+2. ``exclude``: minus the tags in which one of these patterns occurs (:func:`re.search`), so
+   that ``-rc`` drops ``3.19-rc1`` as the issue's example means it; anchor a pattern
+   (``^dev$``) to exclude one whole tag. Exclude wins over include;
 3. ``semver``: only tags that parse as versions (:func:`parse_version`) inside the specifier
    set. A pre-release (``1.2.0-rc1``) is in only when the specifiers admit pre-releases, as
    :attr:`SpecifierSet.prereleases <packaging.specifiers.SpecifierSet.prereleases>` decides:
@@ -80,7 +82,7 @@ def _first_reason(rules: TagRules, tag: str) -> str | None:
     if rules.include and not any(pattern.fullmatch(tag) for pattern in rules.include):
         return "matches no include pattern"
     for pattern in rules.exclude:
-        if pattern.fullmatch(tag):
+        if pattern.search(tag):
             return f"excluded by {pattern.pattern!r}"
     needs_version = rules.semver is not None or rules.latest is not None
     version = parse_version(tag) if needs_version else None

@@ -26,7 +26,8 @@ class TagRules:
 
     A tag is taken when it matches one of ``include`` (all tags when empty), none of
     ``exclude``, parses as a version inside ``semver`` (when set); then only the ``latest``
-    newest by version are kept (when set). Patterns match the whole tag.
+    newest by version are kept (when set). An include pattern matches the whole tag; an exclude
+    pattern anywhere in it (:mod:`layerhoist.sync.filters`).
     """
 
     include: tuple[re.Pattern[str], ...] = ()
