@@ -111,8 +111,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="journal large uploads in this SQLite state file (created if missing) so that "
         "a run killed halfway resumes them: run again with the same FILE and only what the "
-        "destination lacks is sent. One run at a time holds it (exit 3 if another does); "
-        "layerhoist sync keeps its state in the same kind of file",
+        "destination lacks is sent. One run at a time holds it (exit 3 if another does)",
     )
     _registry_options(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON report on stdout")
