@@ -35,6 +35,8 @@ from layerhoist.image import (
 from layerhoist.transfer.metrics import RequestMetrics
 from layerhoist.transfer.pacing import Pacer
 from layerhoist.transfer.parts import Part
+from layerhoist.transfer.report import ImageOutcome
+from layerhoist.transfer.retry import RetryEvent
 from layerhoist.transfer.verdicts import (
     ErrorTable,
     Rule,
@@ -413,6 +415,34 @@ class FakeUpload:
         await self._destination.answer(Call("commit", digest, self.number))
         self._destination.blobs[digest] = bytes(self.received)
         self._destination.sessions.pop(self.session, None)
+
+
+class CancelAfter:
+    """A progress sink that cancels ``scope`` once ``nbytes`` layer bytes were acknowledged:
+    a run stopped between two parts, with no request in flight."""
+
+    def __init__(self, scope: anyio.CancelScope, *, nbytes: int) -> None:
+        self._scope = scope
+        self._nbytes = nbytes
+        self._acknowledged = 0
+
+    def blob_started(self, digest: str, size: int) -> None:
+        """Nothing to do."""
+
+    def bytes_sent(self, digest: str, nbytes: int) -> None:
+        """Count, and cancel past the mark."""
+        self._acknowledged += nbytes
+        if self._acknowledged >= self._nbytes:
+            self._scope.cancel()
+
+    def blob_finished(self, digest: str, *, ok: bool) -> None:
+        """Nothing to do."""
+
+    def image_finished(self, outcome: ImageOutcome) -> None:
+        """Nothing to do."""
+
+    def retried(self, event: RetryEvent) -> None:
+        """Nothing to do."""
 
 
 class FullDisk:

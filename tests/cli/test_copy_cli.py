@@ -10,12 +10,13 @@ from typing import Any
 import anyio
 import pytest
 
+from layerhoist.state import StateFile
 from layerhoist.testing.synthetic import REF_NAME_ANNOTATION, write_oci_layout
 
 pytestmark = pytest.mark.anyio
 
 SMALL_LAYER = 64 * 1024
-OK, FAILED, USAGE = 0, 1, 2
+OK, FAILED, USAGE, LOCKED = 0, 1, 2, 3
 
 
 async def layerhoist(*args: str) -> Any:
@@ -54,6 +55,18 @@ async def test_copy_and_push_write_a_layout(tmp_path: Path, source: Path, comman
     ]
     assert tags(dest) == tags(source)
     assert "2/2 images" in done.stderr.decode()
+
+
+async def test_a_state_file_another_run_holds_is_exit_3(tmp_path: Path, source: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    args = ("copy", f"oci:{source}", f"oci:{tmp_path / 'dest'}", "--state", str(state))
+    with StateFile(state):
+        held = await layerhoist(*args)
+    assert held.returncode == LOCKED
+    (line,) = error_lines(held)
+    assert str(state) in line
+    done = await layerhoist(*args)
+    assert done.returncode == OK, done.stderr.decode()
 
 
 async def test_a_corrupt_blob_is_one_line_and_exit_one(tmp_path: Path) -> None:

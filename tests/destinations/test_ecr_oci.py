@@ -187,6 +187,36 @@ async def test_a_missing_repository_is_one_line_or_created(
         assert result.ok, result.summary()
 
 
+@pytest.mark.parametrize(("part_size", "chunked"), [(8 * MiB, True), (1 * MiB, False)])
+async def test_resumable_uploads_go_as_chunks_ecr_takes(
+    make_registry: RegistryFactory, part_size: int, chunked: bool
+) -> None:
+    """A resumable upload is PATCH chunks, which ECR takes from 5 MiB; with smaller parts it
+    stays one streamed PUT, which no later run can resume."""
+    async with make_registry(flavor="ecr", oci_auth="basic") as registry:
+        ref = parse_destination(f"ecr:{REPO}")
+        descriptor = Descriptor(OCTET_STREAM, sha256_digest(b"layer"), 64 * MiB)
+        config = FAST.replace(part_size=part_size)
+        async with EcrOciDestination(ref, config=config, options=options(registry)) as destination:
+            await destination.prepare(create=True)
+            upload = await destination.start_upload(descriptor, resumable=True)
+            assert (upload.session is not None) == chunked
+            assert (upload.part_size, destination.registry.part_size) == (part_size, part_size)
+            if upload.session is not None:
+                resumed = await destination.resume_upload(
+                    descriptor, session=upload.session, part_size=part_size
+                )
+                # ECR's Range is not trusted: the first PATCH will say where the session is.
+                assert resumed is not None
+                assert resumed.acknowledged is None
+            else:
+                session = f"{registry.endpoint_url}/v2/{REPO}/blobs/uploads/x"
+                resumed = await destination.resume_upload(
+                    descriptor, session=session, part_size=part_size
+                )
+                assert resumed is None
+
+
 async def test_name_unknown_on_the_post_creates_the_repository_and_retries(
     make_registry: RegistryFactory,
 ) -> None:

@@ -18,6 +18,7 @@ import anyio
 import pytest
 from yarl import URL
 
+from fakes import CancelAfter
 from layerhoist.api import copy
 from layerhoist.destinations import DestinationOptions
 from layerhoist.state import StateFile
@@ -25,8 +26,7 @@ from layerhoist.state.journal import StateJournal
 from layerhoist.testing.distribution import Distribution
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
-from layerhoist.transfer.report import ImageOutcome, PushResult
-from layerhoist.transfer.retry import RetryEvent
+from layerhoist.transfer.report import PushResult
 from layerhoist.units import MiB
 
 pytestmark = pytest.mark.anyio
@@ -36,33 +36,6 @@ PART = 8 * MiB
 CONFIG = PushConfig(part_size=PART, resume_min_size=2 * PART, retry_for=0.0)
 OPTIONS = DestinationOptions(tls_verify=False)
 GUARD_SECONDS = 60.0
-
-
-class StopHalfway:
-    """Progress that cancels the copy once half the layer is acknowledged."""
-
-    def __init__(self, scope: anyio.CancelScope, *, after: int) -> None:
-        self._scope = scope
-        self._after = after
-        self._acknowledged = 0
-
-    def blob_started(self, digest: str, size: int) -> None:
-        """Nothing to do."""
-
-    def bytes_sent(self, digest: str, nbytes: int) -> None:
-        """Count, and stop the copy past the mark."""
-        self._acknowledged += nbytes
-        if self._acknowledged >= self._after:
-            self._scope.cancel()
-
-    def blob_finished(self, digest: str, *, ok: bool) -> None:
-        """Nothing to do."""
-
-    def image_finished(self, outcome: ImageOutcome) -> None:
-        """Nothing to do."""
-
-    def retried(self, event: RetryEvent) -> None:
-        """Nothing to do."""
 
 
 def layout_of(tmp_path: Path, *, seed: int) -> Path:
@@ -88,7 +61,7 @@ async def stopped_halfway(source: str, destination: str, journal: StateJournal) 
             destination,
             config=CONFIG,
             options=OPTIONS,
-            progress=StopHalfway(scope, after=LAYER_SIZE // 2),
+            progress=CancelAfter(scope, nbytes=LAYER_SIZE // 2),
             journal=journal,
         )
     assert scope.cancelled_caught

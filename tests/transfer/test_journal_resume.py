@@ -23,7 +23,7 @@ from layerhoist.state.journal import StateJournal
 from layerhoist.transfer.config import PushConfig
 from layerhoist.transfer.pipeline import Pipeline
 from layerhoist.transfer.report import BlobOutcome, PushResult
-from layerhoist.units import KiB, MiB
+from layerhoist.units import KiB, MiB, format_bytes
 
 pytestmark = pytest.mark.anyio
 
@@ -177,6 +177,7 @@ async def test_a_killed_upload_resumes_without_sending_its_prefix_again(
     assert destination.blobs[layer] == data
     assert outcome(result, layer).bytes_sent == len(data) - KILLED_AT * PART
     assert outcome(result, layer).bytes_resumed == KILLED_AT * PART
+    assert f"({format_bytes(KILLED_AT * PART)} more resumed)" in result.summary()
     assert journal.pending(destination.description) == {}
 
 

@@ -69,11 +69,55 @@ async def test_parts_are_exact_and_hashed_in_one_pass(chunk: int) -> None:
     r.verify()
 
 
+@pytest.mark.parametrize("thread_threshold", [512, 4096], ids=["thread", "loop"])
+@pytest.mark.parametrize(
+    ("acknowledged", "sent"),
+    [
+        (0, [(0, 1000), (1000, 1000), (2000, 1000), (3000, 588)]),
+        (2000, [(2000, 1000), (3000, 588)]),
+        (2300, [(2300, 700), (3000, 588)]),
+        (3588, []),
+    ],
+    ids=["none", "two-parts", "inside-a-part", "all"],
+)
+async def test_acknowledged_bytes_are_hashed_but_not_encoded(
+    acknowledged: int, sent: list[tuple[int, int]], thread_threshold: int
+) -> None:
+    data = bytes(range(256)) * 14 + b"tail"
+    encoded: list[tuple[int, bytes]] = []
+
+    def encode(first_byte: int, chunk: bytes) -> bytes:
+        encoded.append((first_byte, chunk))
+        return chunk
+
+    r = reader(
+        data, 300, encode=encode, acknowledged=acknowledged, thread_threshold=thread_threshold
+    )
+    parts: list[Part] = []
+    async with r:
+        async for part in r.parts():
+            parts.append(part)
+            if part.acknowledged:
+                assert part.payload == ()
+            else:
+                assert part.payload == data[part.first_byte : part.end]
+            part.release()
+    assert [(p.first_byte, p.size) for p in parts if not p.acknowledged] == sent
+    assert [(first, len(chunk)) for first, chunk in encoded] == sent
+    # Every part comes out, each with its whole part's place and fingerprint.
+    assert [p.index for p in parts] == [0, 1, 2, 3]
+    assert [p.end for p in parts] == [1000, 2000, 3000, 3588]
+    assert [p.xxh3 for p in parts] == r.fingerprints
+    assert sum(p.acknowledged for p in parts) == len(parts) - len(sent)
+    r.verify()
+
+
 async def test_empty_blob_is_one_empty_part() -> None:
     r = reader(b"", PART)
     async with r:
-        sizes = [p.size async for p in r.parts()]
-    assert sizes == [0]
+        parts = [(p.size, p.acknowledged) async for p in r.parts()]
+    # Sent, though empty: a zero-byte blob's one part is its whole upload.
+    assert parts == [(0, False)]
 
 
 async def test_digest_mismatch_names_the_blob() -> None:

@@ -9,7 +9,9 @@ The pipeline (:mod:`layerhoist.transfer.pipeline`) is written once against two p
 - :class:`BlobUpload`: one blob being uploaded. It is an object because upload state changes
   with every request (ECR's upload id and byte count; an OCI upload's ``Location``): parts go
   in order through :meth:`BlobUpload.send_part`, then :meth:`BlobUpload.commit` with the
-  digest, where "already there" counts as success.
+  digest, where "already there" counts as success. Its ``session`` (ECR's upload id, an OCI
+  upload's URL) is what a later run takes it up again by, with
+  :meth:`Destination.resume_upload`, when the pipeline journaled it.
 
 Each transport keeps its protocol, limits, quotas and error table in its own subpackage
 (:mod:`layerhoist.destinations.ecr`, :mod:`layerhoist.destinations.oci_layout`,

@@ -47,7 +47,7 @@ from layerhoist.sources import Source
 from layerhoist.transfer.budget import ByteBudget
 from layerhoist.transfer.config import PushConfig
 from layerhoist.transfer.journal import JournaledPart, JournalEntry, UploadJournal, xxh3_hex
-from layerhoist.transfer.parts import PartReader
+from layerhoist.transfer.parts import Part, PartReader
 from layerhoist.transfer.report import BlobOutcome, ImageOutcome, PushResult
 from layerhoist.transfer.requeue import Scheduler
 from layerhoist.transfer.retry import Backoff, RetryBudget, RetryEvent
@@ -344,8 +344,7 @@ class Pipeline:
         """
         descriptor = blob.descriptor
         digest = descriptor.digest
-        where = self._destination.description
-        journal = self._journal if journal_from is not None else None
+        journal = self._journal
         if self._progress is not None:
             self._progress.blob_started(digest, descriptor.size)
         part_size = upload.part_size
@@ -374,7 +373,7 @@ class Pipeline:
                 finally:
                     part.release()
                 if journal is not None and journal_from is not None and part.index >= journal_from:
-                    self._journal_part(journal, digest, upload, part.index, part.end, part.xxh3)
+                    self._journal_part(journal, digest, upload, part)
                 if not part.acknowledged:
                     blob.outcome.bytes_sent += part.size
                 if self._progress is not None:
@@ -386,24 +385,21 @@ class Pipeline:
         # checking first names the corrupt source blob instead of retrying it.
         reader.verify()
         await self.retry(lambda: upload.commit(digest), subject=digest)
-        blob.outcome.bytes_resumed = min(held, descriptor.size)
-        if journal is not None:
-            journal.forget(where, digest)
+        blob.outcome.bytes_resumed = held
+        if journal is not None and journal_from is not None:
+            journal.forget(self._destination.description, digest)
 
     def _journal_part(
-        self,
-        journal: UploadJournal,
-        digest: str,
-        upload: BlobUpload,
-        index: int,
-        end: int,
-        fingerprint: int,
+        self, journal: UploadJournal, digest: str, upload: BlobUpload, part: Part
     ) -> None:
+        """Journal ``part`` as acknowledged, with the session to go on from after it."""
         session = upload.session
         if session is None:
             return
-        part = JournaledPart(index=index, end=end, xxh3=xxh3_hex(fingerprint), session=session)
-        journal.acknowledged(self._destination.description, digest, part)
+        record = JournaledPart(
+            index=part.index, end=part.end, xxh3=xxh3_hex(part.xxh3), session=session
+        )
+        journal.acknowledged(self._destination.description, digest, record)
 
     async def _push_image(self, image: Image, tag: str | None, outcome: ImageOutcome) -> None:
         descriptors = image.blobs()

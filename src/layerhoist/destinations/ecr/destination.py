@@ -74,7 +74,8 @@ class EcrDestination:
         pacer: Pacer | None = None,
     ) -> None:
         self.ref = ref
-        self.description = str(ref)
+        #: The repository as the user wrote it, without the tag (reports, the upload journal).
+        self.description = str(dataclasses.replace(ref, tag=None))
         self._config = config
         self._options = options or DestinationOptions()
         if pacer is None and paces(config, self._options):
