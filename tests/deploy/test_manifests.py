@@ -24,7 +24,10 @@ import yaml
 from botocore.session import get_session
 from botocore.validate import validate_parameters
 
+from layerhoist.cli.sync import configure_parser
 from layerhoist.exits import EXIT_LOCKED, EXIT_USAGE
+from layerhoist.sync.config import load_config
+from layerhoist.sync.shard import INDEX_VARIABLES, Shard, shard_from_environment
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
@@ -37,7 +40,7 @@ DAY_SECONDS = 86_400
 IRSA_ANNOTATION = "eks.amazonaws.com/role-arn"
 COMPLETION_INDEX_FIELD = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 #: Variables the engines set themselves; a manifest that set them would pin every shard.
-ENGINE_VARIABLES = {"JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX"}
+ENGINE_VARIABLES = set(INDEX_VARIABLES)
 #: What sync needs on the destination repositories, per service.
 ECR_ACTIONS = {
     "BatchCheckLayerAvailability",
@@ -51,29 +54,10 @@ ECR_ACTIONS = {
 ECR_READ_ACTIONS = {"ecr": {"BatchGetImage"}, "ecr-public": {"DescribeImages", "DescribeImageTags"}}
 
 
-def documented_sync_parser() -> argparse.ArgumentParser:
-    """``layerhoist sync``'s options as issue 11 documents them.
-
-    Stands in for the command's own parser until ``layerhoist.cli.sync`` is merged; the
-    tests below then parse with that module's parser instead of this one.
-    """
+def sync_parser() -> argparse.ArgumentParser:
+    """The ``layerhoist sync`` command's own parser."""
     parser = argparse.ArgumentParser(prog="layerhoist sync", exit_on_error=False)
-    parser.add_argument("--config", required=True)
-    for flag in ("--dry-run", "--verify"):
-        parser.add_argument(flag, action="store_true")
-    for option in (
-        "--json",
-        "--metrics-file",
-        "--state",
-        "--endpoint-url",
-        "--region",
-        "--profile",
-        "--registry-id",
-    ):
-        parser.add_argument(option)
-    shards = parser.add_mutually_exclusive_group()
-    shards.add_argument("--shard")
-    shards.add_argument("--shards", type=int)
+    configure_parser(parser)
     return parser
 
 
@@ -83,7 +67,7 @@ def sync_arguments(command: list[str], *, shard_index: int = 0) -> argparse.Name
     assert command[:2] == ["layerhoist", "sync"], command
     expanded = [part.replace("$(SHARD_INDEX)", str(shard_index)) for part in command[2:]]
     try:
-        return documented_sync_parser().parse_args(expanded)
+        return sync_parser().parse_args(expanded)
     except (argparse.ArgumentError, SystemExit) as exc:
         raise AssertionError(f"layerhoist sync refuses {shlex.join(expanded)}") from exc
 
@@ -207,7 +191,7 @@ def test_what_sync_writes_is_on_a_writable_volume_of_its_own_shard() -> None:
     assert Path(arguments.metrics_file).suffix == ".prom"
 
 
-def test_the_config_map_is_the_file_sync_reads() -> None:
+def test_the_config_map_is_the_file_sync_reads(tmp_path: Path) -> None:
     arguments = sync_arguments(kubernetes_command())
     config = Path(arguments.config)
     mount = next(
@@ -215,11 +199,19 @@ def test_the_config_map_is_the_file_sync_reads() -> None:
     )
     volume = next(v for v in pod_spec()["volumes"] if v["name"] == mount["name"])
     config_map = manifest("ConfigMap")
+    copy = tmp_path / config.name
+    copy.write_text(config_map["data"][config.name])
 
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
-    document = yaml.safe_load(config_map["data"][config.name])
-    assert set(document) == {"defaults", "registries", "mappings"}
-    assert all("from" in mapping for mapping in document["mappings"])
+    assert load_config(copy, environ={}).mappings
+
+
+@pytest.mark.parametrize("variable", sorted(ENGINE_VARIABLES))
+def test_each_engine_index_is_one_shard(variable: str) -> None:
+    shards = sync_arguments(kubernetes_command()).shards
+
+    for index in range(shards):
+        assert shard_from_environment(shards, {variable: str(index)}) == Shard(index, shards)
 
 
 def test_pods_run_as_the_irsa_service_account_without_root() -> None:
