@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.request import getproxies
 
 import aiohttp
 import anyio
@@ -59,7 +60,9 @@ class ClientSettings:
     tags_page_size: int = 1000
     #: Most bytes taken from the socket at once while streaming a blob.
     read_size: int = 1 * MiB
-    #: Honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment.
+    #: Honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment (read when the
+    #: session opens: with none set, requests skip aiohttp's per-request proxy and
+    #: ``~/.netrc`` lookups, two worker-thread hops each).
     proxy_from_environment: bool = True
     #: How bearer tokens are kept.
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -137,7 +140,7 @@ class RegistryClient:
                 headers={"User-Agent": f"layerhoist/{__version__}"},
                 # Blob bytes must reach the caller exactly as stored, whatever a proxy says.
                 auto_decompress=False,
-                trust_env=settings.proxy_from_environment,
+                trust_env=settings.proxy_from_environment and bool(getproxies()),
             )
         return self._http
 
