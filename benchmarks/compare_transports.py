@@ -19,6 +19,13 @@ multiple of one in-memory sha256 pass over the same bytes measured in this run. 
 the same run, in this process, and what is left is printed: the sha256 pass, an xxh3 pass,
 reading the layout, and sending the bytes through loopback TCP from a plain blocking socket.
 
+Beside layerhoist, in the same registry and the same run, the floor of any client built on
+aiohttp (``floor_aiohttp.py``): every blob of the layout as a POST and one streamed PUT,
+read, sha256- and xxh3-hashed and handed to aiohttp in one pass, with no pipeline, retries or
+pacing; its CPU seconds per GiB of the pushing alone (start-up and its one token left out),
+the median of ``--repeats`` runs, as a multiple of the same sha256 pass. It runs twice per
+cell: with chunked bodies, as layerhoist sends them, and with ``Content-Length`` framing.
+
 Prints the results page and, unless ``--quick``, writes it to
 ``benchmarks/results/transports.md``::
 
@@ -68,8 +75,16 @@ DEFAULT_REPEATS = 3
 OCI_CPU_GOAL = 2.5
 TRANSPORTS = ("api", "oci")
 NETWORK_PROFILES = ("lan", "wan")
+#: The account the aiohttp floor fetches its token with (layerhoist uses GetAuthorizationToken).
+FLOOR_USER = "floor:floor-secret"
 #: The embedded registry as ECR Public: its quirks on ``/v2/``, and the token exchange there.
-ECR_PUBLIC_ARGS = ("--flavor", "ecr-public", "--oci-auth", "token")
+ECR_PUBLIC_ARGS = ("--flavor", "ecr-public", "--oci-auth", "token", "--oci-users", FLOOR_USER)
+FLOOR_SCRIPT = BENCHMARKS / "floor_aiohttp.py"
+#: The floor's two framings of a streamed body: layerhoist's, and the one without chunk heads.
+FLOOR_FRAMINGS: dict[str, tuple[str, ...]] = {
+    "chunked": (),
+    "Content-Length": ("--content-length",),
+}
 SERVICE = "ecr-public"
 #: ECR Public's API lives in this region only.
 REGION = "us-east-1"
@@ -151,6 +166,29 @@ class Parts:
     loopback_send: float
 
 
+@dataclass
+class FloorCell:
+    """The aiohttp floor in one profile and workload, with one framing: its pushing alone."""
+
+    profile: str
+    workload: str
+    framing: str
+    nbytes: int
+    cpu_seconds: list[float] = field(default_factory=list)
+    wall_seconds: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def cpu_per_gib(self) -> float:
+        """The median run's CPU seconds per GiB."""
+        return statistics.median(self.cpu_seconds) / (self.nbytes / GiB)
+
+    @property
+    def mb_per_second(self) -> float:
+        """Blob bytes over the median wall time of the pushing."""
+        return self.nbytes / statistics.median(self.wall_seconds) / MB
+
+
 def _ok(run: Run) -> bool:
     return run.exit_code == 0 and run.error is None
 
@@ -165,15 +203,9 @@ def tagged_digests(layout: Path) -> dict[str, str]:
 
 async def pushed_digests(endpoint: str, repository: str) -> dict[str, str]:
     """Every tag of ``repository`` and its digest, read through the JSON API (DescribeImages)."""
-    env = client_env()
-    session = aioboto3.Session(
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=REGION,
-    )
     found: dict[str, str] = {}
     with anyio.fail_after(VERIFY_TIMEOUT):
-        async with session.client(SERVICE, endpoint_url=endpoint) as client:
+        async with _session().client(SERVICE, endpoint_url=endpoint) as client:
             answer = await client.describe_images(
                 repositoryName=repository, maxResults=DESCRIBE_MAX_RESULTS
             )
@@ -181,6 +213,47 @@ async def pushed_digests(endpoint: str, repository: str) -> dict[str, str]:
         for tag in detail.get("imageTags", []):
             found[tag] = detail["imageDigest"]
     return found
+
+
+def _session() -> aioboto3.Session:
+    env = client_env()
+    return aioboto3.Session(
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        region_name=REGION,
+    )
+
+
+async def create_repository(endpoint: str, repository: str) -> None:
+    """CreateRepository through the JSON API (the floor pushes into an existing one)."""
+    with anyio.fail_after(VERIFY_TIMEOUT):
+        async with _session().client(SERVICE, endpoint_url=endpoint) as client:
+            await client.create_repository(repositoryName=repository)
+
+
+async def floor_once(
+    layout: Path, endpoint: str, repository: str, framing: str
+) -> dict[str, float]:
+    """``floor_aiohttp.py`` into a fresh repository: what its pushing cost (its own JSON)."""
+    await create_repository(endpoint, repository)
+    command = [
+        sys.executable,
+        str(FLOOR_SCRIPT),
+        "--endpoint",
+        endpoint,
+        "--repository",
+        repository,
+        "--layout",
+        str(layout),
+        "--user",
+        FLOOR_USER,
+        *FLOOR_FRAMINGS[framing],
+    ]
+    stdout, usage = await measure_child(command, env=client_env(), stderr_on_failure=True)
+    if usage.exit_code != 0:
+        raise RuntimeError(f"exit {usage.exit_code}")
+    figures: dict[str, float] = json.loads(stdout)
+    return figures
 
 
 async def push_once(layout: Path, endpoint: str, repository: str, transport: str) -> Run:
@@ -211,16 +284,21 @@ async def verified(run: Run, layout: Path, endpoint: str, repository: str) -> Ru
 
 async def bench_profile(
     profile: str, layouts: dict[str, Path], work: Path, repeats: int
-) -> list[Cell]:
-    """Every workload and transport against one registry process simulating ``profile``."""
+) -> tuple[list[Cell], list[FloorCell]]:
+    """Every workload, transport and floor against one registry process simulating
+    ``profile``."""
     args = [*ECR_PUBLIC_ARGS, *(PROFILES[profile].registry_args() if profile != "lan" else [])]
     cells: list[Cell] = []
+    floors: list[FloorCell] = []
     async with RegistryProcess(data_dir=work / f"registry-{profile}", args=args) as registry:
         endpoint = registry.endpoint_url
         for number, (workload, layout) in enumerate(layouts.items()):
+            nbytes = layout_bytes(layout)
             by_transport = {
-                transport: Cell(profile, workload, transport, layout_bytes(layout))
-                for transport in TRANSPORTS
+                transport: Cell(profile, workload, transport, nbytes) for transport in TRANSPORTS
+            }
+            by_framing = {
+                framing: FloorCell(profile, workload, framing, nbytes) for framing in FLOOR_FRAMINGS
             }
             for attempt in range(repeats):
                 order = TRANSPORTS if attempt % 2 == 0 else TRANSPORTS[::-1]
@@ -239,8 +317,26 @@ async def bench_profile(
                         + (f" FAILED: {cell.pushes[-1].error}" if not _ok(cell.pushes[-1]) else ""),
                         file=sys.stderr,
                     )
+                for index, (framing, floor) in enumerate(by_framing.items()):
+                    repository = f"bench/{profile}-w{number}-floor{index}-{attempt}"
+                    try:
+                        figures = await floor_once(layout, endpoint, repository, framing)
+                    except Exception as exc:  # a failed floor run is reported, not fatal
+                        floor.errors.append(str(exc))
+                        print(
+                            f"{profile} {workload} floor ({framing}) FAILED: {exc}", file=sys.stderr
+                        )
+                        continue
+                    floor.cpu_seconds.append(figures["cpu_seconds"])
+                    floor.wall_seconds.append(figures["wall_seconds"])
+                    print(
+                        f"{profile} {workload} floor ({framing}) #{attempt + 1}: "
+                        f"{figures['wall_seconds']:.2f} s, CPU {figures['cpu_seconds']:.2f} s",
+                        file=sys.stderr,
+                    )
             cells.extend(by_transport.values())
-    return cells
+            floors.extend(by_framing.values())
+    return cells, floors
 
 
 def read_cpu_seconds(layout: Path) -> float:
@@ -273,8 +369,9 @@ async def measure_parts(layout: Path) -> Parts:
     )
 
 
-def table(cells: list[Cell], parts: dict[str, Parts]) -> list[str]:
-    """The side-by-side table: one row per transport, the ratio and the goal on the oci row."""
+def table(cells: list[Cell], floors: list[FloorCell], parts: dict[str, Parts]) -> list[str]:
+    """The side-by-side table: one row per transport, the ratio and the goal on the oci row,
+    the aiohttp floor's rows after it."""
     rows = [
         "| profile | workload | transport | wall s | MB/s | client CPU s | CPU s/GiB "
         "| x sha256 | peak RSS MB | oci / api MB/s | goal (oci <= 2.5x sha256) |",
@@ -305,11 +402,33 @@ def table(cells: list[Cell], parts: dict[str, Parts]) -> list[str]:
             f"| {cell.cpu_per_gib / sha:.2f}x | {cell.median('peak_rss_bytes') / MB:.0f} "
             f"| {ratio} | {goal} |"
         )
+        if cell.transport == "oci":
+            rows += [floor_row(f, sha) for f in floors_of(floors, cell.profile, cell.workload)]
     return rows
 
 
-def left_over(cells: list[Cell], parts: dict[str, Parts]) -> list[str]:
-    """For each oci cell that missed the goal: its CPU per GiB part by part, and the rest."""
+def floors_of(floors: list[FloorCell], profile: str, workload: str) -> list[FloorCell]:
+    """The floor's cells of one profile and workload."""
+    return [f for f in floors if (f.profile, f.workload) == (profile, workload)]
+
+
+def floor_row(floor: FloorCell, sha: float) -> str:
+    """A table row of the aiohttp floor: the pushing alone, one blob at a time."""
+    name = f"aiohttp floor, {floor.framing}"
+    if not floor.cpu_seconds:
+        failed = "; ".join(floor.errors)
+        return f"| {floor.profile} | {floor.workload} | {name} | FAILED: {failed} | | | | | | | |"
+    return (
+        f"| {floor.profile} | {floor.workload} | {name} "
+        f"| {statistics.median(floor.wall_seconds):.2f} | {floor.mb_per_second:.0f} "
+        f"| {statistics.median(floor.cpu_seconds):.2f} | {floor.cpu_per_gib:.2f} "
+        f"| {floor.cpu_per_gib / sha:.2f}x | | | |"
+    )
+
+
+def left_over(cells: list[Cell], floors: list[FloorCell], parts: dict[str, Parts]) -> list[str]:
+    """For each oci cell that missed the goal: its CPU per GiB part by part, the rest, and
+    how far above the aiohttp floor (chunked, as layerhoist sends) it is."""
     lines: list[str] = []
     for cell in cells:
         if cell.transport != "oci" or cell.failed:
@@ -323,17 +442,34 @@ def left_over(cells: list[Cell], parts: dict[str, Parts]) -> list[str]:
         def x(seconds: float, sha: float = p.sha256) -> str:
             return f"{seconds:.2f} s ({seconds / sha:.2f}x)"
 
-        lines.append(
+        line = (
             f"- {cell.profile}, {cell.workload}: {x(cell.cpu_per_gib)} per GiB = sha256 "
             f"{x(p.sha256)} + xxh3 {x(p.xxh3)} + reading the layout {x(p.read)} + loopback "
             f"send from a plain socket {x(p.loopback_send)} (together {x(floor)}) + "
             f"**left: {x(rest)}**: the HTTP client, the pipeline and the event loop."
         )
+        chunked = [
+            f
+            for f in floors_of(floors, cell.profile, cell.workload)
+            if f.framing == "chunked" and f.cpu_seconds
+        ]
+        if chunked:
+            above = cell.cpu_per_gib - chunked[0].cpu_per_gib
+            line += (
+                f" The aiohttp floor is {x(chunked[0].cpu_per_gib)}: layerhoist's pipeline "
+                f"and requests above it, {x(above)}."
+            )
+        lines.append(line)
     return lines
 
 
 def page(
-    cells: list[Cell], parts: dict[str, Parts], repeats: int, command: str, elapsed: float
+    cells: list[Cell],
+    floors: list[FloorCell],
+    parts: dict[str, Parts],
+    repeats: int,
+    command: str,
+    elapsed: float,
 ) -> str:
     """The results page: what ran, on what machine, the table, and what is left."""
     env = environment()
@@ -362,11 +498,18 @@ def page(
         "measured in this run: "
         + ", ".join(f"{p.sha256:.2f} s/GiB ({name})" for name, p in parts.items())
         + ".",
+        f"- aiohttp floor: `{FLOOR_SCRIPT.name}` after each pair of pushes, into a fresh "
+        "repository of the same registry: every blob of the layout, one after the other, as "
+        "a POST and one PUT whose body is read, hashed (sha256 and xxh3) and handed to "
+        "aiohttp in one pass, 1 MiB at a time; no pipeline, retries, pacing or manifests. "
+        "Wall s, MB/s and CPU are of the pushing alone (start-up and its token left out), the "
+        "median of the runs; `chunked` frames the body as layerhoist does, `Content-Length` "
+        "shows what that framing would save.",
         "",
-        *table(cells, parts),
+        *table(cells, floors, parts),
         "",
     ]
-    rest = left_over(cells, parts)
+    rest = left_over(cells, floors, parts)
     if rest:
         lines += [
             "Where `--transport oci`'s CPU goes where it missed the goal (the parts measured "
@@ -399,17 +542,21 @@ async def main(argv: Sequence[str] | None = None) -> int:
             write_oci_layout(layouts[label], seed=LAYOUT_SEED + number, **shape)
         parts = {label: await measure_parts(layout) for label, layout in layouts.items()}
         cells: list[Cell] = []
+        floors: list[FloorCell] = []
         for profile in NETWORK_PROFILES:
-            cells += await bench_profile(profile, layouts, work, repeats)
+            profile_cells, profile_floors = await bench_profile(profile, layouts, work, repeats)
+            cells += profile_cells
+            floors += profile_floors
     command = "PYTHONPATH=src .venv/bin/python benchmarks/compare_transports.py" + (
         " " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
     )
-    text = page(cells, parts, repeats, command, time.monotonic() - started)
+    text = page(cells, floors, parts, repeats, command, time.monotonic() - started)
     print(text)
     if not args.quick:
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(text)
-    return 1 if any(cell.failed for cell in cells) else 0
+    failed = any(cell.failed for cell in cells) or any(floor.errors for floor in floors)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

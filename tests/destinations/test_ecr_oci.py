@@ -8,6 +8,7 @@ and through the JSON API (BatchGetImage): one store, the same digests.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -245,6 +246,44 @@ async def test_a_token_that_expires_mid_run_is_refreshed(make_registry: Registry
             await destination.registry.prepare(create=False)
             assert stats(registry)["GetAuthorizationToken"] == 2
             assert (await destination.tokens.credentials()) != first
+
+
+async def test_a_token_revoked_mid_run_is_replaced_by_one_fresh_token(
+    make_registry: RegistryFactory, ecr_client: ClientFactory, tmp_path: Path
+) -> None:
+    source = layout(tmp_path, multiarch=True)
+    # ECR Public's /v2/ tokens announce 300 s; this registry refuses them after 60 s, and its
+    # clock jumps past that once the first upload session is open: that upload's streamed PUT
+    # (which cannot be sent again) and every later request carrying the first token are
+    # refused.
+    start, jump = time.time(), 61.0
+    opened: list[EmbeddedRegistry] = []
+
+    def wall_clock() -> float:
+        requests = stats(opened[0]) if opened else {}
+        return start + (jump if requests.get("v2.uploads") else 0.0)
+
+    settings = make_registry(
+        flavor="ecr-public",
+        oci_auth="token",
+        oci_token_lifetime=300.0,
+        oci_token_revoked_after=60.0,
+    ).settings
+    async with EmbeddedRegistry(settings, wall_clock=wall_clock) as registry:
+        opened.append(registry)
+        # One blob at a time: the first upload's PUT is the first request after the jump.
+        config = dataclasses.replace(FAST, blob_concurrency=1)
+        result = await layerhoist.copy(
+            f"oci:{source}:v1", f"ecr-public:{REPO}:v1", config=config, options=options(registry)
+        )
+        assert result.ok, result.summary()
+        counts = registry.stats()
+        # The mid-run refusals were answered by one fresh token; the refused PUT's blob was
+        # uploaded again.
+        assert counts["tokens_refused"] != 0
+        assert result.retry_causes() == {"UNAUTHORIZED": 1}
+        assert counts["tokens_issued"] == 2
+        assert await api_digest(ecr_client, registry, "ecr-public", "v1") == layout_digest(source)
 
 
 async def test_chunks_under_5_mib_are_refused_and_5_mib_works(

@@ -12,8 +12,12 @@ import json
 import os
 from pathlib import Path
 
+import aiohttp
 import anyio
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from yarl import URL
 
 from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER
 from layerhoist.errors import CredentialsError, ManifestError, SourceError
@@ -222,6 +226,42 @@ async def test_refused_connection_is_one_line(unused_port: int) -> None:
     assert "\n" not in message
     assert f"127.0.0.1:{unused_port}/app" in message
     assert "ConnectFailed" in message
+
+
+#: Every variable ``urllib.request.getproxies`` reads a proxy (or its exceptions) from.
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+
+
+async def test_a_proxy_named_by_the_environment_carries_the_requests(
+    unused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        seen.append(str(request.url))
+        return web.Response(headers={"Docker-Distribution-API-Version": "registry/2.0"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    # Nothing listens on the registry's port: only the proxy can answer for it.
+    endpoint = f"127.0.0.1:{unused_port}"
+    async with TestServer(app, host="127.0.0.1") as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+        async with RegistryClient(
+            registry=endpoint, endpoint=endpoint, settings=INSECURE, scheme="http"
+        ) as client:
+            assert await client.ping() == URL(f"http://{endpoint}")
+        assert seen == [f"http://{endpoint}/v2/"]
+        direct = ClientSettings(tls_verify=False, proxy_from_environment=False)
+        async with RegistryClient(
+            registry=endpoint, endpoint=endpoint, settings=direct, scheme="http"
+        ) as client:
+            with pytest.raises(aiohttp.ClientConnectorError):
+                await client.ping()
+    assert len(seen) == 1
 
 
 async def test_tls_against_a_plain_http_registry_hints_at_tls_verify(

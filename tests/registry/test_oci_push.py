@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import json
@@ -16,6 +17,7 @@ import pytest
 
 from conftest import sha256_digest
 from layerhoist.registry import EmbeddedRegistry
+from layerhoist.registry.cli import configure_parser, settings_from_args
 from layerhoist.testing.synthetic import write_oci_layout
 
 pytestmark = pytest.mark.anyio
@@ -267,6 +269,7 @@ async def test_streamed_bodies_stay_within_the_limits(
 
 USERS = {"alice": "wonderland-7"}
 AUTH_REPO = "auth/app"
+MOUNT_SOURCE, MOUNT_TARGET = "mount/source", "mount/target"
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -350,6 +353,106 @@ async def test_expired_tokens_are_refused(
         now[0] += 61
         async with http.get(f"{base}/v2/{AUTH_REPO}/tags/list", headers=bearer) as response:
             assert response.status == 401
+
+
+async def test_tokens_revoked_before_the_expiry_they_announce(
+    make_registry: Any, http: aiohttp.ClientSession
+) -> None:
+    now = [1_000_000.0]
+    settings = make_registry(
+        oci_auth="token", oci_users=USERS, oci_token_lifetime=300.0, oci_token_revoked_after=60.0
+    ).settings
+    async with EmbeddedRegistry(settings, wall_clock=lambda: now[0]) as registry:
+        base = registry.endpoint_url
+        params = {"scope": f"repository:{AUTH_REPO}:pull"}
+        async with http.get(f"{base}/_layerhoist/token", params=params) as response:
+            document = await response.json()
+        assert document["expires_in"] == 300
+        bearer = {"Authorization": f"Bearer {document['token']}"}
+        url = f"{base}/v2/{AUTH_REPO}/tags/list"
+        now[0] += 59
+        async with http.get(url, headers=bearer) as response:
+            assert response.status == 404  # admitted; the repository does not exist
+        now[0] += 2
+        async with http.get(url, headers=bearer) as response:
+            await expect_error(response, 401, "UNAUTHORIZED")
+            assert response.headers["WWW-Authenticate"].startswith("Bearer realm=")
+        stats = registry.stats()
+        assert (stats["tokens_issued"], stats["tokens_refused"]) == (1, 1)
+
+
+def test_serve_options_of_the_token_realm(tmp_path: Path) -> None:
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    args = parser.parse_args(
+        ["--oci-token-lifetime", "5m", "--oci-token-revoked-after", "30s", "--blob-mounting"]
+    )
+    settings = settings_from_args(args, tmp_path)
+    assert settings.oci_token_lifetime == 300.0
+    assert settings.oci_token_revoked_after == 30.0
+    assert settings.oci_token_validity == 30.0
+    assert settings.blob_mounting
+    defaults = settings_from_args(parser.parse_args([]), tmp_path)
+    assert defaults.oci_token_validity == defaults.oci_token_lifetime
+    assert not defaults.blob_mounting
+
+
+async def mount(http: aiohttp.ClientSession, base: str, digest: str, source: str) -> int:
+    """POST a mount of ``digest`` from ``source`` into MOUNT_TARGET; the status."""
+    params = {"mount": digest, "from": source}
+    url = f"{base}/v2/{MOUNT_TARGET}/blobs/uploads/"
+    async with http.post(url, params=params) as response:
+        if response.status == 202:
+            assert "Location" in response.headers  # a session for the upload instead
+        return response.status
+
+
+@pytest.mark.parametrize("flavor", ["ecr", "ecr-public"])
+async def test_ecr_flavors_mount_only_as_ecr_does(
+    make_registry: Any, http: aiohttp.ClientSession, ecr_client: Any, ecr: Any, flavor: str
+) -> None:
+    async with make_registry(flavor=flavor) as registry:
+        base = registry.endpoint_url
+        layers = [b"shared layer\n" * 100]
+        async with ecr_client(base, flavor) as client:
+            for name in (MOUNT_SOURCE, MOUNT_TARGET):
+                await client.create_repository(repositoryName=name)
+            loose = await ecr.upload_layer(
+                client, MOUNT_SOURCE, b"no manifest", part_size=LAYER_SIZE
+            )
+            if flavor == "ecr":
+                setting = await client.get_account_setting(name="BLOB_MOUNTING")
+                assert setting["value"] == "DISABLED"  # ECR's default
+            pushed = await ecr.push_image(
+                client, MOUNT_SOURCE, layers=layers, tag="v1", part_size=LAYER_SIZE
+            )
+            layer = sha256_digest(layers[0])
+            # Mounting off: an upload session, never an error.
+            assert await mount(http, base, layer, MOUNT_SOURCE) == 202
+            if flavor == "ecr":
+                await client.put_account_setting(name="BLOB_MOUNTING", value="ENABLED")
+                with pytest.raises(client.exceptions.InvalidParameterException):
+                    await client.put_account_setting(name="BLOB_MOUNTING", value="MAYBE")
+        expected = 201 if flavor == "ecr" else 202
+        # Referenced by the source's manifest (layer and config): mounted on ECR, never on Public.
+        assert await mount(http, base, layer, MOUNT_SOURCE) == expected
+        assert await mount(http, base, sha256_digest(pushed.config), MOUNT_SOURCE) == expected
+        # In the source repository but named by no manifest: not mounted (containers-roadmap#2860).
+        assert await mount(http, base, loose, MOUNT_SOURCE) == 202
+        requests: dict[str, int] = registry.stats()["requests"]
+        assert requests.get("v2.mounts", 0) == (2 if flavor == "ecr" else 0)
+        if flavor == "ecr":
+            async with ecr_client(base, flavor) as client:
+                await client.put_account_setting(name="BLOB_MOUNTING", value="DISABLED")
+            assert await mount(http, base, layer, MOUNT_SOURCE) == 202
+
+
+async def test_distribution_mounts_any_blob_the_source_holds(
+    registry: EmbeddedRegistry, http: aiohttp.ClientSession
+) -> None:
+    base = registry.endpoint_url
+    loose = await push_blob(http, base, MOUNT_SOURCE, b"no manifest names me")
+    assert await mount(http, base, loose, MOUNT_SOURCE) == 201
 
 
 @pytest.mark.parametrize("service", ["ecr", "ecr-public"])

@@ -11,8 +11,11 @@ A registry says how it wants to be spoken to in the 401 answer to any request:
 :class:`Authenticator` remembers the challenge, so after the first 401 every new scope gets its
 token before its first request; tokens are cached per scope, fetched once however many
 requests want one at the same time, and fetched again :attr:`AuthSettings.refresh_margin`
-before expiry (also in the middle of a long run). Tokens and passwords never appear in
-messages.
+before expiry (also in the middle of a long run). A registry may refuse a token before the
+``expires_in`` it announced (it revoked it, its lifetime is shorter, its clock runs ahead):
+:meth:`Authenticator.refused` drops the token that was refused, and only that one, so however
+many requests met the refusal at once, one fresh token replaces it. Tokens and passwords never
+appear in messages.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from layerhoist.oci.errors import RegistryResponseError, parse_error_body
 DEFAULT_TOKEN_LIFETIME = 60.0
 _PARAM = re.compile(r'\s*([A-Za-z0-9_-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^,\s]*)\s*,?')
 HTTP_OK = 200
+#: How a bearer token's ``Authorization`` value starts.
+BEARER_PREFIX = "Bearer "
 #: A token answer larger than this is not a token answer.
 MAX_TOKEN_ANSWER = 1024 * 1024
 #: Credentials that change during a run (ECR's GetAuthorizationToken password): called before
@@ -89,6 +94,8 @@ def basic_header(credentials: Credentials) -> str:
 class _Token:
     header: str
     refresh_at: float
+    #: The registry answered a request carrying it with something else than 401.
+    accepted: bool = False
 
 
 class Authenticator:
@@ -122,6 +129,8 @@ class Authenticator:
         self._locks: dict[str, anyio.Lock] = {}
         #: Tokens fetched so far (the first and every refresh), for tests and reports.
         self.tokens_fetched = 0
+        #: Cached tokens the registry refused (401) before they were due for a refresh.
+        self.tokens_refused = 0
 
     @property
     def identity(self) -> str:
@@ -145,9 +154,29 @@ class Authenticator:
         if challenge is not None and challenge.scheme in {"basic", "bearer"}:
             self._challenge = challenge
 
-    def forget(self, scope: str) -> None:
-        """Drop the cached token of ``scope`` (the registry refused it)."""
-        self._tokens.pop(scope, None)
+    def accepted(self, scope: str, header: str | None) -> None:
+        """The registry answered a request of ``scope`` sent with ``header`` other than 401."""
+        token = self._tokens.get(scope)
+        if token is not None and token.header == header:
+            token.accepted = True
+
+    def refused(self, scope: str, header: str | None) -> bool:
+        """The registry answered 401 to a request of ``scope`` sent with ``header``.
+
+        Drops the cached token of ``scope`` if ``header`` carried it; a token cached since (by
+        a request that met the same refusal) stays. Returns whether the token went stale, so
+        a fresh one may succeed: the registry had accepted it before, or another request has
+        already dropped or replaced it. ``False`` for a token it never took, and for a request
+        that carried no token.
+        """
+        if header is None or not header.startswith(BEARER_PREFIX):
+            return False
+        token = self._tokens.get(scope)
+        if token is None or token.header != header:
+            return True
+        del self._tokens[scope]
+        self.tokens_refused += 1
+        return token.accepted
 
     async def header(self, scope: str) -> str | None:
         """The ``Authorization`` value for a request of ``scope``; ``None``: send none."""
@@ -207,4 +236,4 @@ class Authenticator:
         self.tokens_fetched += 1
         margin = min(self._settings.refresh_margin, lifetime / 2)
         # Counted from when the request left: the token's clock started no later than that.
-        return _Token(f"Bearer {value}", started + lifetime - margin)
+        return _Token(BEARER_PREFIX + value, started + lifetime - margin)

@@ -7,10 +7,11 @@ TLS at all is reached over plain HTTP: https is tried first, http second, as sko
 
 Every request goes through :meth:`RegistryClient.send`: it adds the ``Authorization`` the
 :class:`~layerhoist.oci.auth.Authenticator` gives for the request's scope, answers one 401 by
-learning the challenge (or fetching a fresh token) and sending once more, records Docker Hub's
-pull limit, and turns an unexpected status into a
-:class:`~layerhoist.oci.errors.RegistryResponseError`. Retries are not made here: callers wrap
-whole requests in :func:`~layerhoist.transfer.retry.retry_call` with the transport's classifier.
+learning the challenge (or dropping the refused token and fetching a fresh one) and sending
+once more when its body can be sent again, records Docker Hub's pull limit, and turns an
+unexpected status into a :class:`~layerhoist.oci.errors.RegistryResponseError`. Retries are
+not made here: callers wrap whole requests in :func:`~layerhoist.transfer.retry.retry_call`
+with the transport's classifier.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.request import getproxies
 
 import aiohttp
 import anyio
@@ -26,7 +28,7 @@ from yarl import URL
 
 from layerhoist.oci.auth import Authenticator, AuthSettings, CredentialSource
 from layerhoist.oci.credentials import Credentials
-from layerhoist.oci.errors import RegistryResponseError, parse_error_body
+from layerhoist.oci.errors import RegistryResponseError, StaleTokenError, parse_error_body
 from layerhoist.oci.ratelimit import RateLimit, parse_rate_limit
 from layerhoist.units import KiB, MiB
 from layerhoist.version import __version__
@@ -58,7 +60,9 @@ class ClientSettings:
     tags_page_size: int = 1000
     #: Most bytes taken from the socket at once while streaming a blob.
     read_size: int = 1 * MiB
-    #: Honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment.
+    #: Honour ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the environment (read when the
+    #: session opens: with none set, requests skip aiohttp's per-request proxy and
+    #: ``~/.netrc`` lookups, two worker-thread hops each).
     proxy_from_environment: bool = True
     #: How bearer tokens are kept.
     auth: AuthSettings = field(default_factory=AuthSettings)
@@ -136,7 +140,7 @@ class RegistryClient:
                 headers={"User-Agent": f"layerhoist/{__version__}"},
                 # Blob bytes must reach the caller exactly as stored, whatever a proxy says.
                 auto_decompress=False,
-                trust_env=settings.proxy_from_environment,
+                trust_env=settings.proxy_from_environment and bool(getproxies()),
             )
         return self._http
 
@@ -192,26 +196,36 @@ class RegistryClient:
         ``path`` is relative to the registry (``/v2/…``) or an absolute URL (a ``Link``, an
         upload's ``Location``; a :class:`~yarl.URL` is sent exactly as it is encoded).
         ``data`` is the request body: ``bytes``, or an async iterable of ``bytes`` streamed
-        with chunked transfer encoding (such a body cannot be sent twice, so its 401 is not
-        answered again: callers authenticate the scope with an earlier request). The caller
-        releases the answer (``async with`` it). Raises :class:`RegistryResponseError`
-        naming ``what`` for any other status.
+        with chunked transfer encoding. Such a body cannot be sent twice, so its 401 is not
+        answered again (callers authenticate the scope with an earlier request): when it
+        refused a token that had worked, the token is dropped and the error is a
+        :class:`~layerhoist.oci.errors.StaleTokenError`, which the caller's retry answers
+        with a fresh one. The caller releases the answer (``async with`` it). Raises
+        :class:`RegistryResponseError` naming ``what`` for any other status.
         """
         base = await self.ping()
         target = path if isinstance(path, URL) else URL(path)
         url = target if target.is_absolute() else base.join(target)
         authorization = await self.auth.header(scope)
         response = await self._request(method, url, headers, authorization, data)
-        replayable = data is None or isinstance(data, bytes | bytearray)
-        if response.status == UNAUTHORIZED and replayable:
-            # A 401 teaches the challenge, or says a cached token went stale: one more try
-            # with what that yields, if it yields something new.
+        stale = False
+        if response.status == UNAUTHORIZED:
+            # A 401 teaches the challenge, or says the token sent went stale (a registry may
+            # revoke one before the expiry it announced): the token is dropped, and a request
+            # that can be sent again goes once more with what the challenge yields now.
             self.auth.learn(response.headers.get("WWW-Authenticate"))
-            self.auth.forget(scope)
-            renewed = await self.auth.header(scope)
-            if renewed is not None and renewed != authorization:
-                response.release()
-                response = await self._request(method, url, headers, renewed, data)
+            stale = self.auth.refused(scope, authorization)
+            if data is None or isinstance(data, bytes | bytearray):
+                renewed = await self.auth.header(scope)
+                if renewed is not None and renewed != authorization:
+                    response.release()
+                    authorization = renewed
+                    response = await self._request(method, url, headers, renewed, data)
+                    stale = False
+                    if response.status == UNAUTHORIZED:
+                        self.auth.refused(scope, renewed)
+        if response.status != UNAUTHORIZED:
+            self.auth.accepted(scope, authorization)
         if response.status in expect:
             return response
         try:
@@ -219,7 +233,8 @@ class RegistryClient:
         finally:
             response.release()
         suffix = f" ({self.auth.identity})" if response.status == UNAUTHORIZED else ""
-        raise RegistryResponseError(
+        error = StaleTokenError if stale else RegistryResponseError
+        raise error(
             what=what + suffix,
             status=response.status,
             errors=parse_error_body(body),

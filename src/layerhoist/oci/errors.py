@@ -6,10 +6,11 @@ HTTP status, the ``errors`` of the distribution-format JSON body and ``Retry-Aft
 :class:`OciErrors` turns it, and aiohttp's own exceptions, into verdicts: the code of the first
 error is looked up in the table; a code the table does not list falls back on the status (429
 and 5xx retry, 401/403 are credential failures, 404 means the thing is not there, other 4xx
-fail). One table serves both sides of a copy: ``role`` picks the error classes (a missing
-source image is a :class:`~layerhoist.errors.SourceError`, a missing destination repository a
-:class:`~layerhoist.errors.RepositoryNotFoundError`) and the option names the hints give
-(``--src-creds`` or ``--dest-creds``).
+fail), but a :class:`StaleTokenError` (a token refused after it had worked) retries, with a
+fresh token. One table serves both sides of a copy: ``role`` picks the error classes (a
+missing source image is a :class:`~layerhoist.errors.SourceError`, a missing destination
+repository a :class:`~layerhoist.errors.RepositoryNotFoundError`) and the option names the
+hints give (``--src-creds`` or ``--dest-creds``).
 """
 
 from __future__ import annotations
@@ -100,6 +101,14 @@ class RegistryResponseError(Exception):
         """``what`` and the registry's messages, for one-line errors."""
         messages = "; ".join(e.message for e in self.errors if e.message)
         return f"{self.what}: {messages}" if messages else f"{self.what}: HTTP {self.status}"
+
+
+class StaleTokenError(RegistryResponseError):
+    """A 401 to a request whose body could not be sent again, refusing a bearer token the
+    registry had accepted before (revoked, or expired earlier than announced).
+
+    The token is dropped already: the request, sent again, goes with a fresh one.
+    """
 
 
 def parse_error_body(body: bytes) -> tuple[ErrorDetail, ...]:
@@ -233,13 +242,19 @@ class OciErrors:
         self.role = role
         self._rules = _rules(role)
         self._transport = _transport_errors(role)
+        self._stale = _retry(
+            role, hint="the registry kept refusing tokens it had issued; retries ran out"
+        )
 
     def classify(
         self, exc: BaseException, *, operation: str | None, wall_clock: Callable[[], float]
     ) -> Verdict | None:
         """The verdict of a registry refusal or an aiohttp exception; ``None`` otherwise."""
         if isinstance(exc, RegistryResponseError):
-            rule = self._rules.get(exc.code) or _status_rule(exc.status, self.role, self._rules)
+            if isinstance(exc, StaleTokenError):
+                rule = self._stale
+            else:
+                rule = self._rules.get(exc.code) or _status_rule(exc.status, self.role, self._rules)
             headers = {} if exc.retry_after is None else {"Retry-After": exc.retry_after}
             return rule.verdict(
                 code=exc.code,

@@ -45,6 +45,14 @@ CREATE TABLE IF NOT EXISTS image_children (
     PRIMARY KEY (repository, parent, child),
     FOREIGN KEY (repository, parent) REFERENCES images(repository, digest) ON DELETE CASCADE
 );
+CREATE TABLE IF NOT EXISTS image_blobs (
+    repository TEXT NOT NULL,
+    image TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (repository, image, digest),
+    FOREIGN KEY (repository, image) REFERENCES images(repository, digest) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS image_blobs_by_digest ON image_blobs (repository, digest);
 CREATE TABLE IF NOT EXISTS tags (
     repository TEXT NOT NULL,
     tag TEXT NOT NULL,
@@ -106,6 +114,8 @@ class NewImage:
     artifact_media_type: str | None
     size: int
     children: tuple[str, ...]
+    #: Blobs the manifest references (its config and layers; none for an index).
+    blobs: tuple[str, ...] = ()
 
 
 class Catalog:
@@ -187,6 +197,14 @@ class Catalog:
         ).fetchone()
         return None if row is None else int(row[0])
 
+    def blob_referenced(self, repository: str, digest: str) -> bool:
+        """Whether an image of ``repository`` references the blob ``digest``."""
+        row = self._db.execute(
+            "SELECT 1 FROM image_blobs WHERE repository = ? AND digest = ? LIMIT 1",
+            (repository, digest),
+        ).fetchone()
+        return row is not None
+
     def missing_blobs(self, repository: str, digests: Iterable[str]) -> list[str]:
         """Those of ``digests`` the repository does not hold, in the given order."""
         return [d for d in dict.fromkeys(digests) if self.blob_size(repository, d) is None]
@@ -266,6 +284,11 @@ class Catalog:
                     "INSERT OR IGNORE INTO image_children (repository, parent, child)"
                     " VALUES (?, ?, ?)",
                     [(image.repository, image.digest, child) for child in image.children],
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO image_blobs (repository, image, digest)"
+                    " VALUES (?, ?, ?)",
+                    [(image.repository, image.digest, blob) for blob in image.blobs],
                 )
             if tag is not None:
                 self._db.execute(

@@ -120,6 +120,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="which registry /v2/ behaves like, quirks included (default: %(default)s)",
     )
     parser.add_argument(
+        "--blob-mounting",
+        action="store_true",
+        help="--flavor ecr: start with the account setting BLOB_MOUNTING enabled (ECR's "
+        "default is disabled; PutAccountSetting turns it on or off)",
+    )
+    parser.add_argument(
         "--oci-auth",
         choices=OCI_AUTH_MODES,
         default=DEFAULTS.oci_auth,
@@ -127,6 +133,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--oci-users", metavar="USER:PASS[,USER:PASS...]", help="the accounts of /v2/"
+    )
+    parser.add_argument(
+        "--oci-token-lifetime",
+        metavar="DURATION",
+        help="how long a token of the token realm lasts, its expires_in (e.g. 5m; "
+        f"default {DEFAULTS.oci_token_lifetime:g} s)",
+    )
+    parser.add_argument(
+        "--oci-token-revoked-after",
+        metavar="DURATION",
+        help="refuse realm tokens this long after they were issued, before the expiry they "
+        "announce (a registry revoking tokens early)",
     )
     parser.add_argument(
         "--pull-limit",
@@ -160,6 +178,11 @@ def settings_from_args(args: argparse.Namespace, data_dir: Path) -> RegistrySett
     }
     if args.max_buffered_body is not None:
         sizes["max_buffered_body_bytes"] = parse_size(args.max_buffered_body)
+    durations = {
+        name: parse_duration(value)
+        for name in ("oci_token_lifetime", "oci_token_revoked_after")
+        if (value := getattr(args, name)) is not None
+    }
     return RegistrySettings(
         data_dir=data_dir,
         host=args.host,
@@ -172,9 +195,10 @@ def settings_from_args(args: argparse.Namespace, data_dir: Path) -> RegistrySett
         max_connections=args.max_connections,
         upload_idle_limit=args.upload_idle_limit,
         flavor=args.flavor,
+        blob_mounting=args.blob_mounting,
         oci_auth=args.oci_auth,
         oci_users=_users(args.oci_users),
-    ).replace(**sizes, **_pull_limit(args.pull_limit))
+    ).replace(**sizes, **durations, **_pull_limit(args.pull_limit))
 
 
 async def serve(settings: RegistrySettings) -> None:

@@ -16,6 +16,10 @@ Upload rules, as the service applies them:
   LayerAlreadyExistsException. After any of the last three the upload is gone;
 * an upload id that is unknown, expired or of another repository is
   UploadNotFoundException.
+
+ECR's account setting ``BLOB_MOUNTING`` (GetAccountSetting, PutAccountSetting; ``DISABLED``
+unless ``blob_mounting`` starts it on) decides whether ``/v2/`` of the ``ecr`` flavor mounts
+blobs across repositories; other account settings are not kept.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ LAYER_MEDIA_TYPE = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 #: The layer APIs' image manifest limit (imageManifest is at most 4 MiB).
 MAX_MANIFEST = 4 * 1024 * 1024
 IMAGE_ID_FIELDS = ("imageDigest", "imageTag")
+#: The account setting of ECR's cross-repository blob mounting, and its two values.
+BLOB_MOUNTING = "BLOB_MOUNTING"
+ENABLED, DISABLED = "ENABLED", "DISABLED"
 #: The text inside a ``nextToken``: an offset in canonical decimal, of a sane length.
 _OFFSET_RE = re.compile(r"0|[1-9][0-9]{0,17}")
 
@@ -106,7 +113,8 @@ ECR_PUBLIC = Service(
 ECR = Service(
     name="ecr",
     target_prefix="AmazonEC2ContainerRegistry_V20150921",
-    operations=SHARED_OPERATIONS | {"ListImages", "BatchGetImage"},
+    operations=SHARED_OPERATIONS
+    | {"ListImages", "BatchGetImage", "GetAccountSetting", "PutAccountSetting"},
 )
 SERVICES = {service.target_prefix: service for service in (ECR_PUBLIC, ECR)}
 
@@ -159,6 +167,8 @@ class EcrApi:
         #: Passwords of the GetAuthorizationToken tokens issued -> expiry (wall clock), oldest
         #: first, at most ``oci_max_tokens``: ``/v2/`` of the ECR flavors accepts them.
         self._passwords: dict[str, float] = {}
+        #: ECR's ``BLOB_MOUNTING`` account setting: whether ``/v2/`` mounts across repositories.
+        self.blob_mounting = settings.blob_mounting
         self._handlers: Mapping[str, Callable[[Service, Params], Awaitable[Result]]] = {
             "BatchCheckLayerAvailability": self._batch_check_layer_availability,
             "BatchDeleteImage": self._batch_delete_image,
@@ -169,6 +179,8 @@ class EcrApi:
             "DescribeImageTags": self._describe_image_tags,
             "DescribeImages": self._describe_images,
             "DescribeRepositories": self._describe_repositories,
+            "GetAccountSetting": self._get_account_setting,
+            "PutAccountSetting": self._put_account_setting,
             "GetAuthorizationToken": self._get_authorization_token,
             "InitiateLayerUpload": self._initiate_layer_upload,
             "ListImages": self._list_images,
@@ -603,6 +615,7 @@ class EcrApi:
                 artifact_media_type=info.artifact_media_type,
                 size=info.size,
                 children=info.children,
+                blobs=info.blobs,
             ),
             tag=tag,
             now=self._wall_clock(),
@@ -732,6 +745,20 @@ class EcrApi:
                 deleted.append({"imageDigest": image.digest})
         return {"imageIds": deleted, "failures": failures}
 
+    # Account settings
+
+    async def _get_account_setting(self, service: Service, params: Params) -> Result:
+        name = _account_setting_name(params)
+        return {"name": name, "value": ENABLED if self.blob_mounting else DISABLED}
+
+    async def _put_account_setting(self, service: Service, params: Params) -> Result:
+        name = _account_setting_name(params)
+        value = v.required_str(params, "value")
+        if value not in (ENABLED, DISABLED):
+            raise v.invalid("value", f"must be {ENABLED} or {DISABLED}")
+        self.blob_mounting = value == ENABLED
+        return {"name": name, "value": value}
+
     # Authentication
 
     async def _get_authorization_token(self, service: Service, params: Params) -> Result:
@@ -773,6 +800,13 @@ def _page_offset(token: object) -> int:
     if _OFFSET_RE.fullmatch(text) is None:
         raise v.invalid("nextToken", "not a token this registry issued")
     return int(text)
+
+
+def _account_setting_name(params: Params) -> str:
+    name = v.required_str(params, "name")
+    if name != BLOB_MOUNTING:
+        raise v.invalid("name", f"this registry keeps only {BLOB_MOUNTING}")
+    return name
 
 
 def _same(item: Result) -> Result:

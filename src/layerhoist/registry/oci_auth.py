@@ -14,7 +14,9 @@ the same port) grants users of ``oci_users`` pull and push, anonymous callers pu
 (when ``oci_anonymous_pull``), and refuses wrong credentials with 401. Actions not granted
 are left out of the token, so a push with it is challenged again, as Docker Hub does.
 Tokens are random strings kept in memory with their scopes and expiry, at most
-``oci_max_tokens`` of them.
+``oci_max_tokens`` of them. With ``oci_token_revoked_after`` shorter than
+``oci_token_lifetime`` a token is refused before the ``expires_in`` it was handed out with,
+as a registry that revokes tokens (or whose clock runs ahead) refuses them.
 
 With the ``ecr`` and ``ecr-public`` flavors the password of a GetAuthorizationToken token
 (user ``AWS``) counts as a user's: as Basic on ``/v2/`` for ECR, at the token realm for
@@ -37,6 +39,7 @@ from aiohttp import web
 from layerhoist.registry.errors import OciCode, OciError
 from layerhoist.registry.oci_api import API_VERSION_HEADER
 from layerhoist.registry.settings import RegistrySettings
+from layerhoist.registry.stats import RegistryStats
 
 TOKEN_PATH = "/_layerhoist/token"
 BASIC_REALM = "layerhoist"
@@ -60,7 +63,8 @@ class OciAuth:
     """Admits ``/v2/`` requests and serves the token realm.
 
     ``ecr_password`` tells whether a password is one GetAuthorizationToken issued and
-    still valid; ``wall_clock`` (epoch seconds) decides token expiry.
+    still valid; ``wall_clock`` (epoch seconds) decides token expiry; ``stats`` counts tokens
+    issued and refused.
     """
 
     def __init__(
@@ -68,10 +72,12 @@ class OciAuth:
         *,
         settings: RegistrySettings,
         ecr_password: Callable[[str], bool],
+        stats: RegistryStats,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._ecr_password = ecr_password
+        self._stats = stats
         self._wall_clock = wall_clock
         #: Token -> grant, oldest first (all last as long, so also soonest to expire first).
         self._tokens: dict[str, _Grant] = {}
@@ -95,6 +101,7 @@ class OciAuth:
         scheme, _, token = header.partition(" ")
         grant = self._tokens.get(token) if scheme.lower() == "bearer" else None
         if grant is not None and grant.expires_at <= self._wall_clock():
+            self._stats.tokens_refused += 1
             grant = None
         # /v2/ and _catalog name no repository: any valid token will do.
         if grant is not None and (name is None or action in grant.scopes.get(name, ())):
@@ -129,7 +136,9 @@ class OciAuth:
                 scopes[name] = scopes.get(name, frozenset()) | granted
         now = self._wall_clock()
         lifetime = self._settings.oci_token_lifetime
-        token = self._issue(_Grant(expires_at=now + lifetime, scopes=scopes), now=now)
+        validity = self._settings.oci_token_validity
+        token = self._issue(_Grant(expires_at=now + validity, scopes=scopes), now=now)
+        self._stats.tokens_issued += 1
         issued = datetime.fromtimestamp(now, UTC).isoformat().replace("+00:00", "Z")
         return web.json_response(
             # Whole seconds: Go clients (skopeo) refuse a JSON number with a fraction here.

@@ -6,6 +6,8 @@ and the other way round. ::
 
     POST   /v2/<name>/blobs/uploads/                    202 session (or ?mount=&from= 201,
                                                          or ?digest= with the whole body 201)
+                                                         ECR: mounts as its account setting
+                                                         says; ECR Public: never
     GET    /v2/<name>/blobs/uploads/<uuid>              204 with the Range received
     PATCH  /v2/<name>/blobs/uploads/<uuid>              202 (201 on ECR) Range: 0-N
     PUT    /v2/<name>/blobs/uploads/<uuid>?digest=      201 (with or without a last body)
@@ -124,11 +126,23 @@ class OciPush:
                 self._store.discard_upload(upload)
 
     def _mount(self, request: web.Request, name: str) -> web.Response | None:
+        """Mount the blob ``?mount=`` of repository ``?from=``, or ``None``: open a session.
+
+        Distribution mounts any blob the source repository holds. ECR mounts only with its
+        account setting ``BLOB_MOUNTING`` enabled, and only a blob an image of the source
+        repository references (an uploaded blob no manifest names yet is not mounted:
+        aws/containers-roadmap#2860). ECR Public never mounts (containers-roadmap#1459).
+        Whatever the reason, a mount not made is a 202 with a session, never an error.
+        """
         digest, source = request.query.get("mount"), request.query.get("from")
-        # ECR Public does not mount: a normal session opens instead.
-        if digest is None or source is None or self._settings.flavor == "ecr-public":
+        flavor = self._settings.flavor
+        if digest is None or source is None or flavor == "ecr-public":
             return None
         if not is_digest(digest) or not is_repository_name(source):
+            return None
+        if flavor == "ecr" and not (
+            self._ecr.blob_mounting and self._catalog.blob_referenced(source, digest)
+        ):
             return None
         size = self._catalog.blob_size(source, digest)
         if size is None or self._store.blob_size(digest) is None:

@@ -196,6 +196,7 @@ class EmbeddedRegistry:
         self._oci_auth = OciAuth(
             settings=self.settings,
             ecr_password=self._ecr.valid_password,
+            stats=self._stats,
             wall_clock=self._wall_clock,
         )
         app = web.Application(middlewares=[self._oci_middleware])

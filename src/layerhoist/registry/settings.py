@@ -139,8 +139,14 @@ class RegistrySettings:
     #: Which registry ``/v2/`` imitates: ``distribution`` creates a repository on its first
     #: push; ``ecr`` and ``ecr-public`` answer with ECR's quirks (``NAME_UNKNOWN`` for a
     #: missing repository, 201 on PATCH, ``min_part_size`` per PATCH but the last,
-    #: ``BLOB_UPLOAD_INVALID`` on a digest mismatch; ECR Public never mounts).
+    #: ``BLOB_UPLOAD_INVALID`` on a digest mismatch; mounts as ``blob_mounting`` says).
     flavor: str = "distribution"
+    #: Whether the ``ecr`` flavor's account setting ``BLOB_MOUNTING`` starts ``ENABLED`` (ECR's
+    #: default is ``DISABLED``; PutAccountSetting changes it while the registry runs). When on,
+    #: ``/v2/`` mounts a blob only if an image of the source repository references it, as ECR
+    #: does. ``distribution`` mounts any blob the source repository holds; ``ecr-public``
+    #: never mounts.
+    blob_mounting: bool = False
     #: ``/v2/`` authentication: ``none``, ``basic`` (401 with a Basic challenge) or ``token``
     #: (a Bearer challenge naming the token realm ``/_layerhoist/token`` on this port).
     oci_auth: str = "none"
@@ -152,6 +158,10 @@ class RegistrySettings:
     oci_anonymous_pull: bool = True
     #: Seconds a realm token lasts (``expires_in``).
     oci_token_lifetime: float = DEFAULT_TOKEN_LIFETIME
+    #: Seconds after which a realm token is refused (401) whatever ``expires_in`` said, when
+    #: shorter than ``oci_token_lifetime``: a registry that revokes tokens early, or whose
+    #: clock runs ahead of the client's. ``None``: tokens last their announced lifetime.
+    oci_token_revoked_after: float | None = None
     #: Realm tokens remembered at once (bounded memory; the oldest are forgotten first).
     oci_max_tokens: int = DEFAULT_MAX_TOKENS
     #: Manifest GETs allowed per client address in ``pull_limit_window`` seconds (Docker
@@ -208,11 +218,20 @@ class RegistrySettings:
         for name in ("oci_token_lifetime", "pull_limit_window"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
+        if self.oci_token_revoked_after is not None and not self.oci_token_revoked_after > 0:
+            raise ValueError("oci_token_revoked_after must be positive")
         for name in ("oci_max_tokens", "max_pull_clients", "oci_stream_piece", "max_blob_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
         if self.pull_limit is not None and self.pull_limit < 0:
             raise ValueError("pull_limit must be >= 0")
+
+    @property
+    def oci_token_validity(self) -> float:
+        """Seconds a realm token is honoured: its lifetime, or less when revoked earlier."""
+        if self.oci_token_revoked_after is None:
+            return self.oci_token_lifetime
+        return min(self.oci_token_lifetime, self.oci_token_revoked_after)
 
     @property
     def body_limit(self) -> int:

@@ -18,6 +18,10 @@ class RegistryStats:
         self.parts_corrupted = 0
         self.layers_completed = 0
         self.images_put = 0
+        #: Tokens the ``/v2/`` token realm handed out.
+        self.tokens_issued = 0
+        #: Requests refused because their token, issued here, was no longer honoured.
+        self.tokens_refused = 0
 
     def snapshot(self, *, blobs_stored: int, images_stored: int, uploads: int) -> dict[str, object]:
         """The counters as JSON-ready values, with the given store totals."""
@@ -30,6 +34,8 @@ class RegistryStats:
             "parts_corrupted": self.parts_corrupted,
             "layers_completed": self.layers_completed,
             "images_put": self.images_put,
+            "tokens_issued": self.tokens_issued,
+            "tokens_refused": self.tokens_refused,
             "blobs_stored": blobs_stored,
             "images_stored": images_stored,
             "uploads_in_progress": uploads,
