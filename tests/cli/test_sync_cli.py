@@ -193,3 +193,15 @@ async def test_a_bad_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = await sync_cli("--config", str(config))
     assert done.returncode == USAGE
     assert f"{config}:3" in one_line_error(done)
+
+
+async def test_metrics_of_a_dry_run_are_refused_before_planning(tmp_path: Path) -> None:
+    config = tmp_path / "sync.yaml"
+    config.write_text("mappings:\n  - from: 127.0.0.1:1/app\n    to: oci:" + str(tmp_path) + "\n")
+    metrics = tmp_path / "sync.prom"
+    done = await sync_cli(
+        "--config", str(config), "--dry-run", "--metrics-file", str(metrics), "--quiet"
+    )
+    assert done.returncode == USAGE
+    assert "--metrics-file" in one_line_error(done)
+    assert not metrics.exists()

@@ -33,6 +33,9 @@ RegistryFactory = Callable[..., EmbeddedRegistry]
 #: Real-time guard so a lost wake-up fails the test instead of hanging the suite.
 HANG_GUARD_SECONDS = 10.0
 
+#: The headroom these tests pace at: rates and waits come out exact in binary floating point.
+HEADROOM = 0.8
+
 
 def bucket(clock: FakeClock, *, rate: float, burst: float) -> TokenBucket:
     return TokenBucket(rate=rate, burst=burst, clock=clock, sleep=clock.sleep)
@@ -258,8 +261,7 @@ def test_published_quotas_use_the_stricter_documented_values() -> None:
 @pytest.mark.anyio
 async def test_pacer_paces_at_headroom_of_the_quota() -> None:
     clock = FakeClock()
-    pacer = Pacer(quotas={"PutImage": 10.0}, clock=clock, sleep=clock.sleep)
-    assert DEFAULT_HEADROOM == 0.8
+    pacer = Pacer(quotas={"PutImage": 10.0}, headroom=HEADROOM, clock=clock, sleep=clock.sleep)
     times = []
     for _ in range(10):
         await pacer.acquire("PutImage")
@@ -271,10 +273,16 @@ async def test_pacer_paces_at_headroom_of_the_quota() -> None:
     assert (stats.requests, stats.waited) == (10, 0.25)
 
 
+def test_the_default_headroom_leaves_a_margin_under_the_quota() -> None:
+    stats = Pacer(quotas={"PutImage": 10.0}).stats["PutImage"]  # default headroom
+    assert stats.paced_rate == 10.0 * DEFAULT_HEADROOM
+    assert 0.9 <= DEFAULT_HEADROOM < 1.0
+
+
 @pytest.mark.anyio
 async def test_unlisted_operations_are_unpaced() -> None:
     clock = FakeClock()
-    pacer = Pacer(quotas={"PutImage": 1.0}, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(headroom=HEADROOM, quotas={"PutImage": 1.0}, clock=clock, sleep=clock.sleep)
     for _ in range(100):
         await pacer.acquire("DescribeRepositories")
     pacer.throttled("DescribeRepositories")
@@ -288,7 +296,9 @@ async def test_unlisted_operations_are_unpaced() -> None:
 @pytest.mark.anyio
 async def test_throttling_halves_the_rate_and_spaces_the_next_requests() -> None:
     clock = FakeClock()
-    pacer = Pacer(quotas={"CompleteLayerUpload": 10.0}, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(
+        headroom=HEADROOM, quotas={"CompleteLayerUpload": 10.0}, clock=clock, sleep=clock.sleep
+    )
     pacer.throttled("CompleteLayerUpload")
     assert pacer.stats["CompleteLayerUpload"].rate == 4.0
     # The bucket was emptied: no burst after a throttle, one request per 1/4 s.
@@ -300,7 +310,7 @@ async def test_throttling_halves_the_rate_and_spaces_the_next_requests() -> None
 
 def test_throttles_within_the_cooldown_lower_the_rate_once() -> None:
     clock = FakeClock()
-    pacer = Pacer(quotas={"PutImage": 10.0}, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(headroom=HEADROOM, quotas={"PutImage": 10.0}, clock=clock, sleep=clock.sleep)
     for _ in range(5):
         pacer.throttled("PutImage")
     assert pacer.stats["PutImage"].rate == 4.0
@@ -312,7 +322,7 @@ def test_throttles_within_the_cooldown_lower_the_rate_once() -> None:
 
 def test_rate_never_drops_below_its_floor() -> None:
     clock = FakeClock()
-    pacer = Pacer(quotas={"PutImage": 10.0}, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(headroom=HEADROOM, quotas={"PutImage": 10.0}, clock=clock, sleep=clock.sleep)
     for step in range(20):
         clock.now = step * RATE_DECREASE_COOLDOWN
         pacer.throttled("PutImage")
@@ -321,7 +331,7 @@ def test_rate_never_drops_below_its_floor() -> None:
 
 def test_successes_recover_the_rate_additively_up_to_the_paced_rate() -> None:
     clock = FakeClock()
-    pacer = Pacer(quotas={"PutImage": 10.0}, clock=clock, sleep=clock.sleep)
+    pacer = Pacer(headroom=HEADROOM, quotas={"PutImage": 10.0}, clock=clock, sleep=clock.sleep)
     pacer.throttled("PutImage")
     pacer.succeeded("PutImage")
     assert pacer.stats["PutImage"].rate == pytest.approx(4.0 + 8.0 * RATE_RECOVERY_STEP)
@@ -371,7 +381,7 @@ def test_pacer_rejects_bad_headroom() -> None:
 
 def test_the_cooldown_runs_from_the_last_decrease_on_any_clock() -> None:
     time = FakeTime()  # starts at 1000 s
-    pacer = Pacer(quotas={"PutImage": 10.0}, clock=time.clock, sleep=time.sleep)
+    pacer = Pacer(headroom=HEADROOM, quotas={"PutImage": 10.0}, clock=time.clock, sleep=time.sleep)
     pacer.throttled("PutImage")  # the first throttle always counts
     assert pacer.stats["PutImage"].rate == 4.0
     time.now = 1000.0 + RATE_DECREASE_COOLDOWN - 0.001
@@ -401,7 +411,7 @@ async def test_a_headroom_of_one_paces_at_the_full_quota() -> None:
 @pytest.mark.anyio
 async def test_a_quota_under_one_request_per_second_still_bursts_one() -> None:
     time = FakeTime()
-    pacer = Pacer(quotas={"PutImage": 1.0}, clock=time.clock, sleep=time.sleep)
+    pacer = Pacer(headroom=HEADROOM, quotas={"PutImage": 1.0}, clock=time.clock, sleep=time.sleep)
     for _ in range(3):
         await pacer.acquire("PutImage")
     assert time.sleeps == [1.25, 1.25]  # 0.8/s; a burst of one request
@@ -512,7 +522,7 @@ async def test_unpaced_calls_over_the_quota_are_throttled(
 async def test_paced_calls_stay_under_the_quota(
     make_registry: RegistryFactory, ecr_client: ClientFactory
 ) -> None:
-    pacer = Pacer(quotas=PUBLISHED_QUOTAS["ecr-public"])
+    pacer = Pacer(headroom=HEADROOM, quotas=PUBLISHED_QUOTAS["ecr-public"])
     codes = await _initiate_concurrently(make_registry, ecr_client, pacer=pacer)
     assert codes == []
     assert pacer.stats["InitiateLayerUpload"].requests == CONCURRENT_CALLS

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from layerhoist.cli import argtypes
 from layerhoist.cli.copy import authfile_option, destination_options, push_config, transfer_options
+from layerhoist.errors import UsageError
 from layerhoist.sync.settings import DEFAULT_MAPPINGS_AT_ONCE
 
 
@@ -84,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
     from layerhoist.sync.settings import SyncSettings
     from layerhoist.sync.shard import parse_shard, shard_from_environment
 
+    if args.dry_run and args.metrics_file is not None:
+        # Monitoring reads the file as what the last run did: a plan is not a run.
+        raise UsageError(
+            "--metrics-file records a run, and --dry-run runs nothing (--json reports the plan)"
+        )
     config = load_config(args.config)
     shard = (
         parse_shard(args.shard)

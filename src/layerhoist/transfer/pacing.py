@@ -24,9 +24,11 @@ from dataclasses import dataclass
 
 import anyio
 
-#: Fraction of a quota the pacer aims for, so clock skew between client and service and
-#: the service's own accounting granularity do not turn a full-rate client into a throttled one.
-DEFAULT_HEADROOM = 0.8
+#: Fraction of a quota the pacer aims for: close enough that a run bound by request quotas
+#: (a cold sync of many small images) gets nearly all of them, with a margin so that clock
+#: skew between client and service and the service's accounting granularity do not turn a
+#: full-rate client into a throttled one; a throttle that happens anyway halves the rate.
+DEFAULT_HEADROOM = 0.95
 #: A bucket holds this many seconds' worth of its rate as burst.
 BURST_SECONDS = 1.0
 #: Initial in-flight requests per operation; grows additively up to the maximum.
