@@ -3,11 +3,13 @@ over one sync file and one destination, each with its own state file.
 
 The sources are a docker-registry seeded by skopeo (two mappings of one repository, one with a
 version filter) and an OCI layout whose images share a base layer (so shards race on one blob
-in one repository); the destination is the embedded registry answering as ECR, in this process,
-so the test reads what it holds. Checked: the shards' JSON reports are disjoint and together
-are the unsharded ``--dry-run`` plan; every tag lands with its source digest and skopeo reads
-images back; a shard killed with SIGKILL while the registry shows it halfway, rerun alone,
-finishes the job; ``--shards 3`` takes its index from an array job's environment.
+in one repository). The destination is the embedded registry answering as ECR, in this
+process, so the test reads what it holds and slows it down at will; or the docker-registry
+itself. Checked: the shards' JSON reports are disjoint and together are the unsharded
+``--dry-run`` plan; every tag lands with its source digest and skopeo reads images back; a
+shard killed with SIGKILL while the registry shows it part-way, rerun alone, finishes the job;
+``--shards 3`` takes its index from an array job's environment, and says where it looked when
+it finds none.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from layerhoist.sync.settings import SyncSettings
 from layerhoist.sync.shard import parse_shard, shard_index
 from layerhoist.testing.distribution import Distribution
 from layerhoist.testing.synthetic import REF_NAME_ANNOTATION, write_oci_layout
-from sync_files import LAYER_SIZE, TAGS, seed_tags
+from sync_files import LAYER_SIZE, TAGS, held, seed_tags
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -54,6 +56,8 @@ SEMVER_TAGS = ("1.1.0", "2.0.0", "v2.1.0")
 LAYOUT_IMAGES = 8
 LAYOUT_LAYERS = 2
 SHARED_LAYERS = 1
+#: Destination kinds: the embedded registry's ECR API, or the docker-registry through /v2/.
+ECR, DOCKER = "ecr", "docker"
 #: The destination repository of each mapping (the first from ``defaults: target``).
 REPOSITORIES = ("mirror/shards/app", "releases/app", "local/app")
 #: Every work item of the file.
@@ -66,7 +70,7 @@ POLL_SECONDS = 0.05
 #: Bounds each step that would otherwise hang on a regression.
 GUARD_SECONDS = 120.0
 
-#: A work item: the mapping's position and the destination image (``ecr:REPO:TAG``).
+#: A work item: the mapping's position and the destination image (``ecr:REPO:TAG``…).
 Item = tuple[int, str]
 
 
@@ -96,9 +100,12 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @dataclass(frozen=True)
 class ShardedSync:
     """One sync file against one destination, and the ``layerhoist sync`` processes run on it;
-    each named run keeps its report, state file and stderr under ``work``."""
+    each named run keeps its report, state file and stderr under ``work``. ``prefix`` comes
+    before each destination repository (``ecr:``, ``docker://HOST/``)."""
 
     config: Path
+    kind: str
+    prefix: str
     endpoint_url: str
     env: dict[str, str]
     work: Path
@@ -189,12 +196,12 @@ def assert_partition(parts: Sequence[set[Item]], whole: set[Item]) -> None:
     assert set().union(*parts) == whole
 
 
-def expected_holdings(plan: dict[str, Any]) -> dict[str, dict[str, str]]:
-    """What the plan's destination repositories must hold once it has run: repository -> tag ->
-    the source digest."""
+def expected_holdings(plan: dict[str, Any], prefix: str) -> dict[str, dict[str, str]]:
+    """What the plan's destination repositories (after ``prefix``) must hold once it has run:
+    repository -> tag -> the source digest."""
     wanted: dict[str, dict[str, str]] = {repository: {} for repository in REPOSITORIES}
     for record in plan["tags"]:
-        repository, _, tag = record["destination"].removeprefix("ecr:").rpartition(":")
+        repository, _, tag = record["destination"].removeprefix(prefix).rpartition(":")
         wanted[repository][tag] = record["source_digest"]
     return wanted
 
@@ -225,22 +232,22 @@ def landed(held: dict[str, dict[str, str]], wanted: dict[str, dict[str, str]]) -
     }
 
 
-def sync_file(path: Path, distribution: Distribution, layout: Path) -> Path:
-    """Three mappings into ``ecr:`` repositories (:data:`REPOSITORIES`)."""
+def sync_file(path: Path, distribution: Distribution, layout: Path, prefix: str) -> Path:
+    """Three mappings into the repositories :data:`REPOSITORIES` after ``prefix``."""
     source = f"{distribution.host}/{SOURCE_REPOSITORY}"
     lines = [
         "defaults:",
-        "  target: ecr:mirror",
+        f"  target: {prefix}mirror",
         "  create_repositories: true",
         "registries:",
         f"  {distribution.host}: {{tls_verify: false}}",
         "mappings:",
         f"  - from: {source}",
         f"  - from: {source}",
-        f"    to: ecr:{REPOSITORIES[1]}",
+        f"    to: {prefix}{REPOSITORIES[1]}",
         f"    tags: {{semver: '{SEMVER}'}}",
         f"  - from: oci:{layout}",
-        f"    to: ecr:{REPOSITORIES[2]}",
+        f"    to: {prefix}{REPOSITORIES[2]}",
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -248,6 +255,7 @@ def sync_file(path: Path, distribution: Distribution, layout: Path) -> Path:
 
 @pytest.fixture
 def sharded(
+    request: pytest.FixtureRequest,
     distribution: Distribution,
     seeded: dict[str, str],
     layout: Path,
@@ -255,20 +263,24 @@ def sharded(
     aws_env: dict[str, str],
     tmp_path: Path,
 ) -> ShardedSync:
-    """The sync file over the seeded sources, into this test's embedded registry."""
+    """The sync file over the seeded sources, into this test's embedded registry as ECR, or
+    (parametrized :data:`DOCKER`) into the docker-registry itself."""
+    kind = getattr(request, "param", ECR)
+    prefix = "ecr:" if kind == ECR else f"docker://{distribution.host}/"
     env = {name: value for name, value in aws_env.items() if name not in INDEX_VARIABLES}
-    config = sync_file(tmp_path / "sync.yaml", distribution, layout)
-    return ShardedSync(config, registry.endpoint_url, env, tmp_path)
+    config = sync_file(tmp_path / "sync.yaml", distribution, layout, prefix)
+    return ShardedSync(config, kind, prefix, registry.endpoint_url, env, tmp_path)
 
 
+@pytest.mark.parametrize("sharded", [ECR, DOCKER], indirect=True)
 async def test_three_shards_at_once_partition_the_plan_and_land_it_all(
     sharded: ShardedSync,
+    distribution: Distribution,
     seeded: dict[str, str],
     layout: Path,
     registry: EmbeddedRegistry,
     ecr_client: ClientFactory,
     skopeo: str,
-    tmp_path: Path,
 ) -> None:
     plan = await sharded.plan("plan")
     assert set(actions(plan).values()) == {"copy"}
@@ -288,7 +300,7 @@ async def test_three_shards_at_once_partition_the_plan_and_land_it_all(
         assert set(actions(report).values()) == {"copied"}
     assert_partition([items(report) for report in reports.values()], items(plan))
 
-    wanted = expected_holdings(plan)
+    wanted = expected_holdings(plan, sharded.prefix)
     index = json.loads((layout / "index.json").read_text())
     assert wanted == {
         REPOSITORIES[0]: seeded,
@@ -297,15 +309,19 @@ async def test_three_shards_at_once_partition_the_plan_and_land_it_all(
             m["annotations"][REF_NAME_ANNOTATION]: m["digest"] for m in index["manifests"]
         },
     }
-    async with ecr_client(registry.endpoint_url, "ecr") as client:
-        assert await holdings(client, REPOSITORIES) == wanted
+    if sharded.kind == DOCKER:
+        host = distribution.host
+        assert {repository: await held(distribution, repository) for repository in wanted} == wanted
+    else:
+        host = registry.endpoint_url.removeprefix("http://")
+        async with ecr_client(registry.endpoint_url, "ecr") as client:
+            assert await holdings(client, REPOSITORIES) == wanted
     # skopeo reads one image of each repository back, checking every blob's digest.
-    host = registry.endpoint_url.removeprefix("http://")
     for repository, tags in wanted.items():
         tag = min(tags)
         read = await anyio.run_process(
             [skopeo, "copy", "--quiet", "--src-tls-verify=false",
-             f"docker://{host}/{repository}:{tag}", f"oci:{tmp_path / 'read'}:{tag}"],
+             f"docker://{host}/{repository}:{tag}", f"oci:{sharded.work / 'read'}:{tag}"],
             check=False,
         )  # fmt: skip
         assert read.returncode == 0, read.stderr.decode()
@@ -315,14 +331,14 @@ async def test_a_killed_shard_rerun_alone_finishes_the_job(
     sharded: ShardedSync, registry: EmbeddedRegistry, ecr_client: ClientFactory
 ) -> None:
     plan = await sharded.plan("plan")
-    wanted = expected_holdings(plan)
+    wanted = expected_holdings(plan, sharded.prefix)
     # The shard with the most items is killed: its tags land one by one while it is slow.
     counts = [0] * SHARDS
     for record in plan["tags"]:
         counts[shard_index(work_key(record["origin"], record["destination"]), SHARDS)] += 1
     victim = counts.index(max(counts))
     victim_tags = {
-        record["destination"].removeprefix("ecr:")
+        record["destination"].removeprefix(sharded.prefix)
         for record in plan["tags"]
         if shard_index(work_key(record["origin"], record["destination"]), SHARDS) == victim
     }
@@ -362,7 +378,7 @@ async def test_a_killed_shard_rerun_alone_finishes_the_job(
     assert_partition([*map(items, survivors), items(rerun)], items(plan))
     redone = actions(rerun)
     up_to_date = {
-        item[1].removeprefix("ecr:") for item, act in redone.items() if act == "up-to-date"
+        item[1].removeprefix(sharded.prefix) for item, act in redone.items() if act == "up-to-date"
     }
     assert up_to_date == before_rerun
     assert set(redone.values()) == {"up-to-date", "copied"}
