@@ -1,5 +1,5 @@
 """What the sync tests share: docker-registry repositories seeded by skopeo with release-like
-tags, and sync files built directly, as the loader builds them."""
+tags, sync files built directly, as the loader builds them, and what a docker-registry holds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
+from conftest import sha256_digest
 from layerhoist.image import Platform
+from layerhoist.oci.manifest import MANIFEST_ACCEPT
 from layerhoist.refs import parse_destination, parse_source
 from layerhoist.sync.model import RegistrySettings, SyncConfig, SyncMapping, TagRules
 from layerhoist.testing.distribution import Distribution
@@ -62,3 +66,19 @@ def sync_config(
         host: RegistrySettings(tls_verify=False) for host in insecure
     }
     return SyncConfig(path=path, mappings=tuple(mappings), registries=registries)
+
+
+async def held(registry: Distribution, repository: str) -> dict[str, str]:
+    """Tag -> digest of the manifest bytes ``registry`` serves, for every tag of ``repository``."""
+    base = f"http://{registry.host}/v2/{repository}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/tags/list") as answer:
+            if answer.status == 404:
+                return {}
+            tags = (await answer.json())["tags"] or []
+        digests = {}
+        for tag in tags:
+            headers = {"Accept": MANIFEST_ACCEPT}
+            async with session.get(f"{base}/manifests/{tag}", headers=headers) as answer:
+                digests[tag] = sha256_digest(await answer.read())
+    return digests

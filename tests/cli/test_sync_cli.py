@@ -9,18 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from commands import FAILED, OK, USAGE, one_line_error
-from conftest import required_tool, sha256_digest
+from conftest import required_tool
 from layerhoist.exits import EXIT_LOCKED
-from layerhoist.oci.manifest import MANIFEST_ACCEPT
 from layerhoist.state import StateFile
 from layerhoist.testing.distribution import Distribution, distribution_process
-from sync_files import TAGS, seed_tags
+from sync_files import TAGS, held, seed_tags
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -63,22 +61,6 @@ def sync_file(path: Path, source: Distribution, mirror: Distribution, *mappings:
 
 async def sync_cli(*args: str) -> Any:
     return await anyio.run_process([sys.executable, "-m", "layerhoist", "sync", *args], check=False)
-
-
-async def held(registry: Distribution, repository: str) -> dict[str, str]:
-    """Tag -> digest of the manifest bytes ``registry`` serves, for every tag of ``repository``."""
-    base = f"http://{registry.host}/v2/{repository}"
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/tags/list") as answer:
-            if answer.status == 404:
-                return {}
-            tags = (await answer.json())["tags"] or []
-        digests = {}
-        for tag in tags:
-            headers = {"Accept": MANIFEST_ACCEPT}
-            async with session.get(f"{base}/manifests/{tag}", headers=headers) as answer:
-                digests[tag] = sha256_digest(await answer.read())
-    return digests
 
 
 async def test_each_filter_lands_exactly_its_tags_and_a_dry_run_writes_nothing(

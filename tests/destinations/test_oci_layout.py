@@ -5,16 +5,19 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from layerhoist.destinations.oci_layout.destination import OciLayoutDestination
 from layerhoist.destinations.oci_layout.errors import LayoutErrors
-from layerhoist.destinations.oci_layout.files import TEMPORARY_PREFIX
+from layerhoist.destinations.oci_layout.files import TEMPORARY_PREFIX, layout_lock
 from layerhoist.errors import DestinationError
-from layerhoist.image import OCI_LAYER, Descriptor, parse_manifest
+from layerhoist.image import OCI_LAYER, Descriptor, Manifest, parse_manifest
+from layerhoist.sources.oci_layout import REF_NAME_ANNOTATION
 from layerhoist.transfer.budget import ByteBudget
 from layerhoist.transfer.config import PushConfig
 from layerhoist.transfer.parts import Part
@@ -23,6 +26,9 @@ from layerhoist.transfer.verdicts import Action, to_user_error
 pytestmark = pytest.mark.anyio
 
 DATA = b"layer bytes " * 100
+#: How often a test looks whether the destination waits for the layout's lock, and how long.
+POLL_SECONDS = 0.01
+GUARD_SECONDS = 10.0
 
 
 def descriptor(data: bytes) -> Descriptor:
@@ -73,8 +79,9 @@ async def test_abandoned_uploads_leave_no_temporary_file(tmp_path: Path) -> None
     assert list((tmp_path / "blobs" / "sha256").iterdir()) == []
 
 
-async def test_tagging_keeps_other_entries_and_fields(tmp_path: Path) -> None:
-    manifest = parse_manifest(
+def empty_image() -> Manifest:
+    """An image manifest with a config and no layers."""
+    return parse_manifest(
         json.dumps(
             {
                 "schemaVersion": 2,
@@ -84,6 +91,10 @@ async def test_tagging_keeps_other_entries_and_fields(tmp_path: Path) -> None:
             }
         ).encode()
     )
+
+
+async def test_tagging_keeps_other_entries_and_fields(tmp_path: Path) -> None:
+    manifest = empty_image()
     foreign = {"mediaType": "x", "digest": descriptor(b"x").digest, "size": 1}
     index = {"schemaVersion": 2, "manifests": [foreign], "annotations": {"kept": "yes"}}
     (tmp_path / "index.json").write_text(json.dumps(index))
@@ -100,6 +111,44 @@ async def test_tagging_keeps_other_entries_and_fields(tmp_path: Path) -> None:
     assert [entry["digest"] for entry in result["manifests"]] == [
         foreign["digest"],
         manifest.digest,
+    ]
+
+
+def flock_waiters(path: Path) -> int:
+    """Processes or threads waiting for a ``flock`` on ``path``, as Linux lists them."""
+    status = path.stat()
+    # /proc/locks names a file as MAJOR:MINOR:INODE, the device numbers in hex.
+    name = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino} "
+    lines = Path("/proc/locks").read_text().splitlines()
+    return sum(1 for line in lines if " -> FLOCK " in line and name in line)
+
+
+async def test_tagging_waits_while_another_process_rewrites_index_json(tmp_path: Path) -> None:
+    tagged = anyio.Event()
+    async with OciLayoutDestination(tmp_path, config=PushConfig()) as destination:
+        await destination.prepare(create=False)
+
+        async def tag() -> None:
+            await destination.put_manifest(empty_image(), tag="v1")
+            tagged.set()
+
+        async with anyio.create_task_group() as group:
+            # Another writer of the layout (a shard of the same sync) holds its lock between
+            # its read and its rename of index.json.
+            with layout_lock(tmp_path):
+                group.start_soon(tag)
+                with anyio.fail_after(GUARD_SECONDS):
+                    while not flock_waiters(tmp_path):
+                        assert not tagged.is_set(), "tagged while another writer held the layout"
+                        await anyio.sleep(POLL_SECONDS)
+                other = {"mediaType": "x", "digest": descriptor(b"x").digest, "size": 1}
+                other["annotations"] = {REF_NAME_ANNOTATION: "other"}
+                index = {"schemaVersion": 2, "manifests": [other]}
+                (tmp_path / "index.json").write_text(json.dumps(index))
+    result = json.loads((tmp_path / "index.json").read_bytes())
+    assert [entry["annotations"][REF_NAME_ANNOTATION] for entry in result["manifests"]] == [
+        "other",
+        "v1",
     ]
 
 

@@ -10,7 +10,8 @@
   the file and renames it to its digest, so no blob ever has its final name before it is whole;
 - :meth:`~OciLayoutDestination.put_manifest` writes the manifest blob the same way and, for
   the tagged top manifest, rewrites ``index.json`` (temporary file and rename), replacing the
-  entry of the same tag and keeping every other.
+  entry of the same tag and keeping every other, under the layout's lock (a ``flock`` on its
+  directory), so that processes writing one layout at once keep each other's tags.
 
 An upload the pipeline abandons (a corrupt source blob, a requeue, Ctrl-C) leaves no temporary
 file: it is removed when the blob's next upload starts, or when the destination closes. All
@@ -34,6 +35,7 @@ from layerhoist.destinations.base import PartLimits
 from layerhoist.destinations.oci_layout.errors import LayoutErrors
 from layerhoist.destinations.oci_layout.files import (
     create,
+    layout_lock,
     naming,
     publish,
     remove,
@@ -188,7 +190,8 @@ class OciLayoutDestination:
         self.errors: ErrorTable = LayoutErrors(path)
         self._part_size = self.limits.part_size(config, offered=None)
         self._uploads: dict[str, LayoutBlobUpload] = {}
-        # Tagging rewrites index.json: one rewrite at a time, or a tag could be lost.
+        # Tagging rewrites index.json: one rewrite at a time, or a tag could be lost (other
+        # processes are kept out by the layout's lock, see _tag).
         self._index_lock = anyio.Lock()
 
     def target_name(self, tag: str | None) -> str:
@@ -303,20 +306,25 @@ class OciLayoutDestination:
             "size": manifest.size,
             "annotations": {REF_NAME_ANNOTATION: tag},
         }
-        index = self._read_index()
-        entries: list[Any] = list(index["manifests"])
-        same_tag = [position for position, item in enumerate(entries) if _tag_of(item) == tag]
-        if [entries[position] for position in same_tag] == [entry]:
-            return
-        if same_tag:
-            # In place of the first entry of the tag, so the order of tags is kept.
-            entries[same_tag[0]] = entry
-            kept = [item for position, item in enumerate(entries) if position not in same_tag[1:]]
-        else:
-            kept = [*entries, entry]
-        write_atomically(
-            self.root, self.root / OCI_INDEX_FILE, _encode({**index, "manifests": kept})
-        )
+        # Another process writing this layout (another shard of a sync) may be between its
+        # read and its rename of index.json: without the lock, one of the two tags is lost.
+        with layout_lock(self.root):
+            index = self._read_index()
+            entries: list[Any] = list(index["manifests"])
+            same_tag = [position for position, item in enumerate(entries) if _tag_of(item) == tag]
+            if [entries[position] for position in same_tag] == [entry]:
+                return
+            if same_tag:
+                # In place of the first entry of the tag, so the order of tags is kept.
+                entries[same_tag[0]] = entry
+                kept = [
+                    item for position, item in enumerate(entries) if position not in same_tag[1:]
+                ]
+            else:
+                kept = [*entries, entry]
+            write_atomically(
+                self.root, self.root / OCI_INDEX_FILE, _encode({**index, "manifests": kept})
+            )
 
     def _read_index(self) -> dict[str, Any]:
         path = self.root / OCI_INDEX_FILE

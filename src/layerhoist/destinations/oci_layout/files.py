@@ -3,11 +3,13 @@
 A final name only ever appears through an atomic rename of a complete, fsynced temporary file
 that lives in the layout root (the same file system as ``blobs/``, so the rename is atomic).
 Temporary names start with :data:`TEMPORARY_PREFIX` and carry a random token, so two runs
-writing one layout never share a temporary file.
+writing one layout never share a temporary file. The one file they both rewrite, ``index.json``,
+is rewritten under :func:`layout_lock`, so that neither drops the tag the other just wrote.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 from collections.abc import Iterator
@@ -36,6 +38,25 @@ def naming(path: Path) -> Iterator[None]:
         if exc.filename is not None:
             raise
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
+
+
+@contextmanager
+def layout_lock(root: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the layout at ``root``, waiting for it (blocking).
+
+    It is a ``flock`` on the layout directory itself, which leaves no file in the layout;
+    processes writing one layout (the shards of a sync, two copies) hold it while they read,
+    change and replace ``index.json``. Closing the descriptor releases it, also when the
+    process dies.
+    """
+    with naming(root):
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with naming(root):
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def temporary_path(root: Path, label: str) -> Path:
