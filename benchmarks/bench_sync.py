@@ -59,6 +59,8 @@ DEFAULT_REPEATS = 3
 WARM_SECONDS_GOAL = 2.0
 WARM_REQUESTS_GOAL = 60
 WARM_GOAL_TAGS = 50
+#: The networks the warm cell runs on (the bench's profiles).
+WARM_NETWORKS = ("lan", "wan")
 #: Issue 11's goal for the cold run: each held operation at this share of its quota.
 QUOTA_HELD_GOAL = 0.9
 HELD_OPERATIONS = ("PutImage", "CompleteLayerUpload")
@@ -242,8 +244,13 @@ async def warm_cell(
     *,
     skopeo: str,
     repeats: int,
+    network: str,
 ) -> list[WarmCell]:
     """(1) A warm sync of unchanged tags, layerhoist against ``skopeo sync``.
+
+    ``network`` is the bench's profile the destination registries simulate (``source`` was
+    started with the same): on ``lan`` start-up dominates, on ``wan`` each request's round
+    trip does, as it does between a job and Docker Hub or ECR.
 
     Both tools copy the source repository (``Workloads.warm``) into a destination registry
     of their own once, untimed; then each runs again ``repeats`` times, taking turns going
@@ -253,13 +260,14 @@ async def warm_cell(
     Goal (issue 11): layerhoist under 2 s and at most 60 requests in all for 50 tags.
     """
     ours, theirs = WarmCell("layerhoist sync"), WarmCell("skopeo sync")
+    args = PROFILES[network].registry_args(quotas=None)
     async with (
-        RegistryProcess(data_dir=work / "warm-layerhoist") as our_destination,
-        RegistryProcess(data_dir=work / "warm-skopeo") as their_destination,
+        RegistryProcess(data_dir=work / f"warm-layerhoist-{network}", args=args) as our_destination,
+        RegistryProcess(data_dir=work / f"warm-skopeo-{network}", args=args) as their_destination,
     ):
         origin, target = host_of(source), host_of(our_destination)
         config = write_config(
-            work / "warm.yaml",
+            work / f"warm-{network}.yaml",
             {
                 "registries": {origin: {"tls_verify": False}, target: {"tls_verify": False}},
                 "mappings": [
@@ -267,8 +275,8 @@ async def warm_cell(
                 ],
             },
         )
-        report = work / "warm-report.json"
-        ours_command = sync_command(config, work / "warm-state.sqlite", report)
+        report = work / f"warm-report-{network}.json"
+        ours_command = sync_command(config, work / f"warm-state-{network}.sqlite", report)
         theirs_command = [
             *(skopeo, "sync", "--src", "docker", "--dest", "docker", "--preserve-digests"),
             *("--src-tls-verify=false", "--dest-tls-verify=false"),
@@ -289,7 +297,7 @@ async def warm_cell(
                         run = dataclasses.replace(run, error=f"not warm: {totals}")
                 cell.runs.append(run)
                 print(
-                    f"warm {cell.tool} #{repeat + 1}: {run.wall_seconds:.2f} s, "
+                    f"warm ({network}) {cell.tool} #{repeat + 1}: {run.wall_seconds:.2f} s, "
                     f"{run.requests} requests" + (f" FAILED: {run.error}" if run.error else ""),
                     file=sys.stderr,
                 )
@@ -634,7 +642,8 @@ def shards_lines(cell: ShardsCell, workload: Workload) -> list[str]:
 class Results:
     """What the cells measured (``None``: the cell did not run)."""
 
-    warm: list[WarmCell] | None = None
+    #: The warm cell's runs per network profile.
+    warm: dict[str, list[WarmCell]] | None = None
     cold: ColdResult | None = None
     shards: ShardsCell | None = None
 
@@ -642,7 +651,7 @@ class Results:
     def ok(self) -> bool:
         """Every cell that ran succeeded and verified."""
         return (
-            not any(cell.failed for cell in self.warm or [])
+            not any(cell.failed for cells in (self.warm or {}).values() for cell in cells)
             and (self.cold is None or self.cold.error is None)
             and (self.shards is None or not self.shards.errors)
         )
@@ -679,11 +688,13 @@ def page(
             f"## 1. Warm sync of {workloads.warm.images} unchanged tags",
             "",
             f"Median of {repeats} warm run(s) per tool, each after one untimed cold run into "
-            "its own destination registry; layerhoist keeps its state file.",
-            "",
-            *warm_lines(results.warm, workloads.warm.images),
+            "its own destination registry; layerhoist keeps its state file. `lan`: the "
+            "registries as they are on loopback; `wan`: every registry adds "
+            f"{PROFILES['wan'].latency_ms:g} ms to each request, as a remote one would.",
             "",
         ]
+        for network, cells in results.warm.items():
+            lines += [f"### {network}", "", *warm_lines(cells, workloads.warm.images), ""]
     if results.cold is not None:
         lines += [
             "## 2. Cold sync under ECR Public's quotas",
@@ -734,16 +745,31 @@ async def main(argv: Sequence[str] | None = None) -> int:
         warm_expected = workloads.warm.write(work / "warm-layout", LAYOUT_SEED)
         shards_expected = workloads.shards.write(work / "shards-layout", LAYOUT_SEED + 1)
         cold_expected = workloads.cold.write(work / "cold-layout", LAYOUT_SEED + 2)
+        if "warm" in chosen:
+            results.warm = {}
+            for network in WARM_NETWORKS:
+                async with RegistryProcess(
+                    data_dir=work / f"warm-source-{network}",
+                    args=PROFILES[network].registry_args(quotas=None),
+                ) as warm_source:
+                    print(f"seeding the {network} source with skopeo (untimed)", file=sys.stderr)
+                    await seed(
+                        skopeo,
+                        work / "warm-layout",
+                        list(warm_expected),
+                        f"{host_of(warm_source)}/{WARM_REPOSITORY}",
+                    )
+                    results.warm[network] = await warm_cell(
+                        warm_source,
+                        work,
+                        warm_expected,
+                        skopeo=skopeo,
+                        repeats=repeats,
+                        network=network,
+                    )
         async with RegistryProcess(data_dir=work / "source") as source:
             print("seeding the source with skopeo (untimed)", file=sys.stderr)
             target = host_of(source)
-            if "warm" in chosen:
-                await seed(
-                    skopeo, work / "warm-layout", list(warm_expected), f"{target}/{WARM_REPOSITORY}"
-                )
-                results.warm = await warm_cell(
-                    source, work, warm_expected, skopeo=skopeo, repeats=repeats
-                )
             if "cold" in chosen:
                 results.cold = await cold_cell(work, work / "cold-layout", cold_expected)
             if "shards" in chosen:
