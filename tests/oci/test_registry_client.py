@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from conftest import DISTRIBUTION_PASSWORD, DISTRIBUTION_USER
+from fakes import FakeClock
 from layerhoist.errors import CredentialsError, ManifestError, SourceError
 from layerhoist.image import Image
 from layerhoist.oci import (
@@ -34,6 +35,7 @@ from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
 from layerhoist.testing.distribution import Distribution
 from layerhoist.testing.synthetic import write_oci_layout
 from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.pacing import TokenBucket
 from registry_proxy import ProxyOptions, RegistryProxy
 
 pytestmark = pytest.mark.anyio
@@ -383,3 +385,26 @@ async def test_head_manifest_matches_get(distribution: Distribution, seeded: str
     assert (head.media_type, head.size) == (manifest.media_type, manifest.size)
     assert client.base_url is not None
     assert client.base_url.scheme == "http"
+
+
+# --------------------------------------------------------------------------------- pacing
+
+
+async def test_a_rate_paces_every_request_of_a_source(
+    distribution: Distribution, seeded: str
+) -> None:
+    clock = FakeClock()
+    # One request per (fake) second and no burst beyond one: each request after the first
+    # waits a whole second, so the clock counts the requests that went out.
+    bucket = TokenBucket(rate=1.0, burst=1.0, clock=clock, sleep=clock.sleep)
+    options = RegistrySourceOptions(client=INSECURE, config=FAST, rate=bucket)
+    source = RegistrySource(parse_source(f"docker://{distribution.host}/app:v1"), options)
+    try:
+        [image] = await source.load()
+        await read_blobs(source, image, chunk_size=LAYER_SIZE)
+    finally:
+        await source.aclose()
+    # The manifest GET, then each blob's GET: the ping is not paced (one per client).
+    requests = 1 + len(list(image.blobs()))
+    assert clock.sleeps == [1.0] * (requests - 1)
+    assert image.manifest.digest == seeded

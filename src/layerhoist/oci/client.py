@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.request import getproxies
 
 import aiohttp
@@ -32,6 +32,9 @@ from layerhoist.oci.errors import RegistryResponseError, StaleTokenError, parse_
 from layerhoist.oci.ratelimit import RateLimit, parse_rate_limit
 from layerhoist.units import KiB, MiB
 from layerhoist.version import __version__
+
+if TYPE_CHECKING:
+    from layerhoist.transfer.pacing import TokenBucket
 
 #: Bytes of an error answer's body read for its error codes (the rest is dropped).
 ERROR_BODY_LIMIT = 64 * KiB
@@ -83,8 +86,9 @@ class RegistryClient:
     (``registry-1.docker.io``). ``credentials`` may be a source asked before each use
     (credentials that expire during a run). ``scheme`` (``https`` or ``http``) is the one the
     endpoint is known to speak, as ECR's ``proxyEndpoint`` names it; ``None``: https, or
-    http too when ``tls_verify`` is off. Use as an async context manager, or call
-    :meth:`aclose`.
+    http too when ``tls_verify`` is off. ``rate``, when given, paces every request to the
+    host after the one ``/v2/`` ping (several clients of one host share it). Use as an async
+    context manager, or call :meth:`aclose`.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class RegistryClient:
         settings: ClientSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         scheme: str | None = None,
+        rate: TokenBucket | None = None,
     ) -> None:
         self.registry = registry
         self.endpoint = endpoint
@@ -113,6 +118,7 @@ class RegistryClient:
         self._http: aiohttp.ClientSession | None = None
         self._base: URL | None = None
         self._ping_lock = anyio.Lock()
+        self._rate = rate
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -253,6 +259,8 @@ class RegistryClient:
         if authorization is not None:
             request_headers["Authorization"] = authorization
         session = await self._session()
+        if self._rate is not None:
+            await self._rate.acquire()
         response = await session.request(method, url, headers=request_headers, data=data)
         announced = parse_rate_limit(response.headers)
         if announced is not None:

@@ -42,6 +42,7 @@ from layerhoist.oci.ratelimit import RateLimit
 from layerhoist.oci.tag import list_tags
 from layerhoist.refs import DOCKER_PREFIX, SourceRef
 from layerhoist.transfer.config import PushConfig
+from layerhoist.transfer.pacing import TokenBucket
 from layerhoist.transfer.rechunk import Rechunker
 from layerhoist.transfer.retry import Backoff, RetryBudget, RetryEvent, retry_call
 from layerhoist.transfer.verdicts import to_user_error
@@ -80,6 +81,9 @@ class RegistrySourceOptions:
     #: Stop starting manifest pulls once the registry's ``ratelimit-remaining`` is at or
     #: below this (Docker Hub; default :data:`PULL_LIMIT_RESERVE`).
     pull_limit_reserve: int = PULL_LIMIT_RESERVE
+    #: Paces every request to the registry (``requests_per_second`` of a sync file's
+    #: ``registries:``; one bucket per host, shared by its sources); ``None``: unpaced.
+    rate: TokenBucket | None = None
 
     def __post_init__(self) -> None:
         if self.pull_limit_reserve < 0:
@@ -144,6 +148,7 @@ class RegistrySource:
                 endpoint=ref.endpoint,
                 credentials=credentials,
                 settings=self.options.client,
+                rate=self.options.rate,
             )
             try:
                 await self._retry(client.ping, subject=self._where, retry_for=0.0)

@@ -23,6 +23,34 @@ from layerhoist.transfer.config import PushConfig
 
 if TYPE_CHECKING:
     from layerhoist.sources.registry import RegistrySource, RegistrySourceOptions
+    from layerhoist.transfer.pacing import TokenBucket
+
+#: A host's request bucket holds this many seconds of its rate as burst.
+RATE_BURST_SECONDS = 1.0
+
+
+class SourceRates:
+    """One request bucket per source host whose ``registries:`` entry sets
+    ``requests_per_second``, shared by every client of that host (the plan's HEADs, the
+    copies' pulls). Made once per phase: the plan ends before the run begins."""
+
+    def __init__(self, sync: SyncConfig) -> None:
+        self._sync = sync
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def of(self, host: str | None) -> TokenBucket | None:
+        """The bucket of ``host`` (``None``: unpaced)."""
+        rate = self._sync.registry(host).requests_per_second
+        if host is None or rate is None:
+            return None
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            from layerhoist.transfer.pacing import TokenBucket
+
+            bucket = self._buckets[host] = TokenBucket(
+                rate=rate, burst=max(1.0, rate * RATE_BURST_SECONDS)
+            )
+        return bucket
 
 
 def registry_options(
@@ -31,10 +59,11 @@ def registry_options(
     *,
     config: PushConfig,
     auth_file: Path | None,
+    rates: SourceRates,
     tags: Sequence[str] = (),
 ) -> RegistrySourceOptions:
     """How ``mapping``'s registry source is reached: the ``registries:`` settings of its host
-    (credentials, TLS), else the auth file; loading ``tags``."""
+    (credentials, TLS, request rate), else the auth file; loading ``tags``."""
     from layerhoist.oci.client import ClientSettings
     from layerhoist.sources.registry import RegistrySourceOptions
 
@@ -45,6 +74,7 @@ def registry_options(
         tags=tuple(tags),
         client=ClientSettings(tls_verify=settings.tls_verify),
         config=mapping_config(sync, mapping, config),
+        rate=rates.of(mapping.source.host),
     )
 
 
@@ -60,7 +90,13 @@ class MappingSource:
     """One mapping's source, as the plan asks it; use as an async context manager."""
 
     def __init__(
-        self, sync: SyncConfig, mapping: SyncMapping, *, config: PushConfig, auth_file: Path | None
+        self,
+        sync: SyncConfig,
+        mapping: SyncMapping,
+        *,
+        config: PushConfig,
+        auth_file: Path | None,
+        rates: SourceRates,
     ) -> None:
         self.mapping = mapping
         self.description = mapping.origin
@@ -72,7 +108,7 @@ class MappingSource:
 
             self._registry = RegistrySource(
                 mapping.source,
-                registry_options(sync, mapping, config=config, auth_file=auth_file),
+                registry_options(sync, mapping, config=config, auth_file=auth_file, rates=rates),
             )
         else:
             self._local = open_source(dataclasses.replace(mapping.source, tag=None))
@@ -129,10 +165,13 @@ def run_source(
     *,
     config: PushConfig,
     auth_file: Path | None,
+    rates: SourceRates,
 ) -> Source:
     """The source a mapping's copy reads: only ``tags`` are loaded."""
     if mapping.source.transport == "docker":
-        options = registry_options(sync, mapping, config=config, auth_file=auth_file, tags=tags)
+        options = registry_options(
+            sync, mapping, config=config, auth_file=auth_file, rates=rates, tags=tags
+        )
         return open_source(mapping.source, registry=options)
     return ChosenTags(open_source(dataclasses.replace(mapping.source, tag=None)), tags)
 

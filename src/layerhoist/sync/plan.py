@@ -32,7 +32,7 @@ from layerhoist.errors import LayerhoistError
 from layerhoist.image import INDEX_TYPES, Descriptor, Image, select_platforms
 from layerhoist.refs import DestinationRef, SourceRef
 from layerhoist.state.tags import Confirmation, ConfirmedTags, platforms_key
-from layerhoist.sync.catalog import MappingSource
+from layerhoist.sync.catalog import MappingSource, SourceRates
 from layerhoist.sync.filters import select_tags
 from layerhoist.sync.holdings import Holdings, destination_holdings
 from layerhoist.sync.model import SyncConfig, SyncMapping
@@ -75,12 +75,19 @@ async def make_plan(
     results: list[list[TagRecord]] = [[] for _ in sync.mappings]
     limiter = anyio.CapacityLimiter(settings.mappings_at_once)
     lookups = Confirmations(confirmed)
+    rates = SourceRates(sync)
 
     async def plan_one(position: int, mapping: SyncMapping) -> None:
         async with limiter:
             try:
                 results[position] = await plan_mapping(
-                    sync, mapping, settings, confirmed=lookups, shard=shard, dry_run=dry_run
+                    sync,
+                    mapping,
+                    settings,
+                    confirmed=lookups,
+                    shard=shard,
+                    dry_run=dry_run,
+                    rates=rates,
                 )
             except Exception as exc:
                 # What no tag of it could survive fails the mapping, not the other mappings.
@@ -111,10 +118,11 @@ async def plan_mapping(
     confirmed: Confirmations,
     shard: Shard | None,
     dry_run: bool,
+    rates: SourceRates,
 ) -> list[TagRecord]:
-    """The records of one mapping (see :func:`make_plan`)."""
+    """The records of one mapping (see :func:`make_plan`); ``rates`` paces its source."""
     async with MappingSource(
-        sync, mapping, config=settings.config, auth_file=settings.auth_file
+        sync, mapping, config=settings.config, auth_file=settings.auth_file, rates=rates
     ) as source:
         try:
             tags = await source.list_tags()

@@ -35,7 +35,7 @@ from layerhoist.refs import DestinationRef
 from layerhoist.state import StateFile
 from layerhoist.state.journal import StateJournal
 from layerhoist.state.tags import ConfirmedTags, platforms_key, read_confirmed
-from layerhoist.sync.catalog import mapping_config, run_source
+from layerhoist.sync.catalog import SourceRates, mapping_config, run_source
 from layerhoist.sync.model import SyncConfig, SyncMapping
 from layerhoist.sync.plan import HELD_BY_DESTINATION, make_plan, one_line
 from layerhoist.sync.records import TagRecord
@@ -177,6 +177,7 @@ class _Run:
         self._settings = settings
         self._confirmed = confirmed
         self._pacers = Pacers(settings.config)
+        self._rates = SourceRates(config)
         #: Source host -> why it stopped serving pulls (its pull limit).
         self._stopped: dict[str, str] = {}
 
@@ -196,6 +197,7 @@ class _Run:
             [record.tag for record in records],
             config=config,
             auth_file=settings.auth_file,
+            rates=self._rates,
         )
         try:
             async with prepare_push(
