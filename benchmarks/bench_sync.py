@@ -41,7 +41,7 @@ import anyio
 import yaml
 
 from bench_faults import registry_stats
-from compare_skopeo import layout_digests, skopeo_loop, skopeo_version, verify
+from compare_skopeo import layout_digests, skopeo_loop, skopeo_version, verify, workload_label
 from compare_transports import pushed_digests
 from layerhoist.bench.measure import ProcessUsage, measure_child
 from layerhoist.bench.options import PROFILES
@@ -49,7 +49,7 @@ from layerhoist.bench.report import environment
 from layerhoist.registry.launcher import RegistryProcess, client_env
 from layerhoist.registry.simulation import QUOTA_PROFILES
 from layerhoist.testing.synthetic import write_oci_layout
-from layerhoist.units import GiB, KiB, MiB
+from layerhoist.units import GiB, KiB
 
 BENCHMARKS = Path(__file__).resolve().parent
 RESULTS = BENCHMARKS / "results" / "sync.md"
@@ -89,12 +89,7 @@ class Workload:
     @property
     def label(self) -> str:
         """``200 images x 5 layers x 256 KiB``."""
-        size = (
-            f"{self.layer_size // MiB} MiB"
-            if self.layer_size >= MiB
-            else f"{self.layer_size // KiB} KiB"
-        )
-        return f"{self.images} images x {self.layers} layers x {size}"
+        return workload_label(self.images, self.layers, self.layer_size)
 
     def write(self, path: Path, seed: int) -> dict[str, str]:
         """Write it as an OCI layout at ``path``; its tags and their digests."""

@@ -103,12 +103,13 @@ class Workload:
     @property
     def label(self) -> str:
         """``20 images x 5 layers x 1 MiB``."""
-        size = (
-            f"{self.layer_size / MiB:g} MiB"
-            if self.layer_size >= MiB
-            else f"{self.layer_size / KiB:g} KiB"
-        )
-        return f"{self.images} images x {self.layers} layers x {size}"
+        return workload_label(self.images, self.layers, self.layer_size)
+
+
+def workload_label(images: int, layers: int, layer_size: int) -> str:
+    """``20 images x 5 layers x 1 MiB``: a synthetic workload as the results pages name it."""
+    size = f"{layer_size / MiB:g} MiB" if layer_size >= MiB else f"{layer_size / KiB:g} KiB"
+    return f"{images} images x {layers} layers x {size}"
 
 
 FULL_WORKLOADS = (
