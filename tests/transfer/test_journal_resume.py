@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import anyio
 import pytest
@@ -131,6 +132,27 @@ async def killed_run(
     assert journal.pending(destination.description)[layer].acknowledged == KILLED_AT * PART
 
 
+class Killed(NamedTuple):
+    """A plain layer in a source, and the destination a killed run left it half sent to."""
+
+    data: bytes
+    source: FakeSource
+    layer: str
+    destination: FakeDestination
+
+
+async def killed_layer(
+    journal: StateJournal, clock: FakeClock, *, reports_offset: bool = False
+) -> Killed:
+    """:func:`killed_run` of a fresh layer (:func:`layer_bytes`) into a fresh destination."""
+    data = layer_bytes()
+    source = FakeSource()
+    layer = image_of(source, data)
+    destination = FakeDestination(part_size=PART, clock=clock, reports_offset=reports_offset)
+    await killed_run(source, destination, journal, clock, layer=layer)
+    return Killed(data, source, layer, destination)
+
+
 def image_of(source: FakeSource, layer: bytes | Descriptor) -> str:
     """Add an image of ``layer`` (and a small config) to ``source``; the layer's digest."""
     image = source.add_image("v1", b"config", [layer])
@@ -161,11 +183,9 @@ def outcome(result: PushResult, layer: str) -> BlobOutcome:
 async def test_a_killed_upload_resumes_without_sending_its_prefix_again(
     journal: StateJournal, clock: FakeClock, reports_offset: bool
 ) -> None:
-    data = layer_bytes()
-    source = FakeSource()
-    layer = image_of(source, data)
-    destination = FakeDestination(part_size=PART, clock=clock, reports_offset=reports_offset)
-    await killed_run(source, destination, journal, clock, layer=layer)
+    data, source, layer, destination = await killed_layer(
+        journal, clock, reports_offset=reports_offset
+    )
     mark = len(destination.calls)
 
     result = await run(source, destination, journal, clock)
@@ -185,11 +205,9 @@ async def test_a_killed_upload_resumes_without_sending_its_prefix_again(
 async def test_a_part_that_landed_unjournaled_is_not_sent_again(
     journal: StateJournal, clock: FakeClock, reports_offset: bool
 ) -> None:
-    data = layer_bytes()
-    source = FakeSource()
-    layer = image_of(source, data)
-    destination = FakeDestination(part_size=PART, clock=clock, reports_offset=reports_offset)
-    await killed_run(source, destination, journal, clock, layer=layer)
+    data, source, layer, destination = await killed_layer(
+        journal, clock, reports_offset=reports_offset
+    )
     # The run died between the service accepting a part and the journal's write.
     journal.truncate(destination.description, layer, parts=KILLED_AT - 1)
     mark = len(destination.calls)
@@ -204,11 +222,7 @@ async def test_a_part_that_landed_unjournaled_is_not_sent_again(
 async def test_a_destination_holding_less_than_journaled_gets_the_rest_again(
     journal: StateJournal, clock: FakeClock
 ) -> None:
-    data = layer_bytes()
-    source = FakeSource()
-    layer = image_of(source, data)
-    destination = FakeDestination(part_size=PART, clock=clock)
-    await killed_run(source, destination, journal, clock, layer=layer)
+    data, source, layer, destination = await killed_layer(journal, clock)
     (upload,) = destination.sessions.values()
     del upload.received[PART:]
     mark = len(destination.calls)
@@ -229,11 +243,7 @@ async def test_a_destination_holding_less_than_journaled_gets_the_rest_again(
 async def test_an_offset_inside_a_part_resumes_with_its_tail(
     journal: StateJournal, clock: FakeClock
 ) -> None:
-    data = layer_bytes()
-    source = FakeSource()
-    layer = image_of(source, data)
-    destination = FakeDestination(part_size=PART, clock=clock)
-    await killed_run(source, destination, journal, clock, layer=layer)
+    data, source, layer, destination = await killed_layer(journal, clock)
     # A registry keeps what arrived of a chunk whose request was cut.
     (upload,) = destination.sessions.values()
     held = 2 * PART + 100
@@ -275,11 +285,7 @@ async def test_a_prefix_that_reads_differently_starts_the_blob_afresh(
 async def test_an_expired_upload_starts_the_blob_afresh(
     journal: StateJournal, clock: FakeClock
 ) -> None:
-    data = layer_bytes()
-    source = FakeSource()
-    layer = image_of(source, data)
-    destination = FakeDestination(part_size=PART, clock=clock)
-    await killed_run(source, destination, journal, clock, layer=layer)
+    data, source, layer, destination = await killed_layer(journal, clock)
     (session,) = destination.sessions
     destination.expire(session)
     mark = len(destination.calls)
@@ -315,11 +321,7 @@ async def test_a_blob_whose_rest_is_corrupt_is_never_committed(
 
 
 async def test_a_blob_found_present_is_forgotten(journal: StateJournal, clock: FakeClock) -> None:
-    data = layer_bytes()
-    source = FakeSource()
-    layer = image_of(source, data)
-    destination = FakeDestination(part_size=PART, clock=clock)
-    await killed_run(source, destination, journal, clock, layer=layer)
+    _, source, layer, destination = await killed_layer(journal, clock)
     destination.present.add(layer)
     mark = len(destination.calls)
 
